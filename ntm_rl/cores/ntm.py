@@ -1,0 +1,193 @@
+"""Neural Turing Machine core (Graves, Wayne and Danihelka 2014), batched over environments.
+
+One step, for ``B`` environments at once:
+
+1. the controller (LSTM, GRU or feed-forward) reads the input and the previous read vectors;
+2. one linear layer emits the parameters of every head (key, strength, gate, shift, sharpening;
+   write heads also erase and add vectors), clipped to ``[-clip, clip]``;
+3. all ``R + W`` heads address the current memory together (content, interpolation, circular
+   shift, sharpening: :mod:`ntm_rl.cores.addressing`);
+4. the read heads read, then the write heads erase and add;
+5. the output is the controller output concatenated with the ``R`` read vectors.
+
+Reading before writing lets every head address the same memory in one batched pass; what a step
+writes is readable from the next step on.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ntm_rl.cores import addressing
+from ntm_rl.cores.base import MemoryCore, check_positive_int
+
+ControllerType = Literal["lstm", "gru", "mlp"]
+MemoryInit = Literal["constant", "learned", "random"]
+
+
+class NTMState(NamedTuple):
+    """State of an NTM core; every leaf is batch-first.
+
+    ``controller`` is ``(h, c)`` for an LSTM controller, ``(h,)`` for a GRU and ``()`` for a
+    feed-forward one.
+    """
+
+    controller: tuple[torch.Tensor, ...]
+    memory: torch.Tensor  # [B, N, M]
+    read_vectors: torch.Tensor  # [B, R, M], read at the previous step
+    weights: torch.Tensor  # [B, R + W, N], read heads first
+
+
+class NTMCore(MemoryCore):
+    """A Neural Turing Machine as a :class:`MemoryCore`.
+
+    :param input_dim: width of the inputs.
+    :param controller: ``"lstm"``, ``"gru"`` or ``"mlp"`` (one feed-forward ReLU layer).
+    :param controller_size: hidden width of the controller.
+    :param memory_size: number of memory rows ``N``.
+    :param word_size: width of a memory row ``M``.
+    :param num_read_heads: ``R >= 1``.
+    :param num_write_heads: ``W >= 1``.
+    :param shift_range: ``S``; heads shift their focus by any offset in ``-S..S`` (``S < N``).
+    :param memory_init: ``"constant"`` (every cell 1e-6, the default: it learns about twice as
+        fast as the others, Collier and Beel 2018), ``"learned"`` (a trained parameter) or
+        ``"random"`` (drawn once at construction, then fixed).
+    :param clip: head parameters are clipped to ``[-clip, clip]`` before their activations
+        (``None`` disables clipping).
+    :param eps: stabiliser inside the cosine-similarity norms.
+    """
+
+    def __init__(
+        self,
+        input_dim: int,
+        controller: ControllerType = "lstm",
+        controller_size: int = 100,
+        memory_size: int = 128,
+        word_size: int = 20,
+        num_read_heads: int = 1,
+        num_write_heads: int = 1,
+        shift_range: int = 1,
+        memory_init: MemoryInit = "constant",
+        clip: float | None = 20.0,
+        eps: float = 1e-6,
+    ) -> None:
+        super().__init__(input_dim)
+        check_positive_int("controller_size", controller_size)
+        check_positive_int("memory_size", memory_size)
+        check_positive_int("word_size", word_size)
+        check_positive_int("num_read_heads", num_read_heads)
+        check_positive_int("num_write_heads", num_write_heads)
+        check_positive_int("shift_range", shift_range, minimum=0)
+        if shift_range >= memory_size:
+            raise ValueError(
+                f"shift_range must be smaller than memory_size ({memory_size}), got {shift_range}. "
+                f"Use shift_range <= {memory_size - 1} or more memory rows."
+            )
+        if clip is not None and not clip > 0:
+            raise ValueError(f"clip must be positive or None, got {clip!r}.")
+
+        self.controller_type = controller
+        self.controller_size = controller_size
+        self.memory_size = memory_size
+        self.word_size = word_size
+        self.num_read_heads = num_read_heads
+        self.num_write_heads = num_write_heads
+        self.shift_range = shift_range
+        self.memory_init = memory_init
+        self.clip = clip
+        self.eps = eps
+
+        controller_input = input_dim + num_read_heads * word_size
+        if controller == "lstm":
+            self.controller = nn.LSTMCell(controller_input, controller_size)
+        elif controller == "gru":
+            self.controller = nn.GRUCell(controller_input, controller_size)
+        elif controller == "mlp":
+            self.controller = nn.Linear(controller_input, controller_size)
+        else:
+            raise ValueError(f"controller must be 'lstm', 'gru' or 'mlp', got {controller!r}.")
+
+        # Per head: key (M), strength, gate, shift (2S + 1), sharpening; write heads add erase
+        # and add vectors (2M). One linear layer emits all of them.
+        heads = num_read_heads + num_write_heads
+        self._addressing_width = word_size + 2 * shift_range + 4
+        self.head_params = nn.Linear(controller_size, heads * self._addressing_width + num_write_heads * 2 * word_size)
+
+        memory_shape = (memory_size, word_size)
+        if memory_init == "constant":
+            self.register_buffer("memory_bias", torch.full(memory_shape, 1e-6))
+        elif memory_init == "learned":
+            self.memory_bias = nn.Parameter(torch.empty(memory_shape).uniform_(-1, 1) / math.sqrt(word_size))
+        elif memory_init == "random":
+            self.register_buffer("memory_bias", torch.empty(memory_shape).uniform_(-1, 1) / math.sqrt(word_size))
+        else:
+            raise ValueError(f"memory_init must be 'constant', 'learned' or 'random', got {memory_init!r}.")
+
+        self.initial_read = nn.Parameter(torch.randn(num_read_heads, word_size) * 0.01)
+        # Initial weightings start focused on row 0, which breaks the symmetry of a constant
+        # memory: every row looks alike to content addressing until something is written.
+        logits = torch.zeros(heads, memory_size)
+        logits[:, 0] = math.log(memory_size) + 3.0
+        self.initial_weight_logits = nn.Parameter(logits)
+
+    @property
+    def output_dim(self) -> int:
+        return self.controller_size + self.num_read_heads * self.word_size
+
+    def initial_state(self, batch_size: int, device: torch.device | str | None = None) -> NTMState:
+        device = self.memory_bias.device if device is None else device
+        zeros = torch.zeros(batch_size, self.controller_size, device=device, dtype=self.memory_bias.dtype)
+        if self.controller_type == "lstm":
+            controller: tuple[torch.Tensor, ...] = (zeros, zeros)
+        elif self.controller_type == "gru":
+            controller = (zeros,)
+        else:
+            controller = ()
+        return NTMState(
+            controller=controller,
+            memory=self.memory_bias.to(device).expand(batch_size, -1, -1),
+            read_vectors=self.initial_read.to(device).expand(batch_size, -1, -1),
+            weights=torch.softmax(self.initial_weight_logits, dim=-1).to(device).expand(batch_size, -1, -1),
+        )
+
+    def _step(self, x: torch.Tensor, state: NTMState) -> tuple[torch.Tensor, NTMState]:
+        batch = x.shape[0]
+        controller_input = torch.cat([x, state.read_vectors.reshape(batch, -1)], dim=-1)
+        if self.controller_type == "lstm":
+            h, c = self.controller(controller_input, state.controller)
+            controller_state: tuple[torch.Tensor, ...] = (h, c)
+        elif self.controller_type == "gru":
+            h = self.controller(controller_input, state.controller[0])
+            controller_state = (h,)
+        else:
+            h = F.relu(self.controller(controller_input))
+            controller_state = ()
+
+        params = self.head_params(h)
+        if self.clip is not None:
+            params = params.clamp(-self.clip, self.clip)
+        heads = self.num_read_heads + self.num_write_heads
+        m, s = self.word_size, 2 * self.shift_range + 1
+        addressing_params = params[:, : heads * self._addressing_width].view(batch, heads, -1)
+        key, strength, gate, shift, sharpening = addressing_params.split([m, 1, 1, s, 1], dim=-1)
+        erase, add = params[:, heads * self._addressing_width :].view(batch, self.num_write_heads, 2 * m).split(m, -1)
+
+        weights = addressing.content_weighting(
+            state.memory, torch.tanh(key), F.softplus(strength).squeeze(-1), self.eps
+        )
+        weights = addressing.interpolate(weights, state.weights, torch.sigmoid(gate).squeeze(-1))
+        weights = addressing.shift(weights, torch.softmax(shift, dim=-1))
+        weights = addressing.sharpen(weights, 1.0 + F.softplus(sharpening).squeeze(-1))
+
+        read_weights, write_weights = weights.split([self.num_read_heads, self.num_write_heads], dim=1)
+        read_vectors, memory = addressing.read_write(
+            state.memory, read_weights, write_weights, torch.sigmoid(erase), torch.tanh(add)
+        )
+
+        y = torch.cat([h, read_vectors.reshape(batch, -1)], dim=-1)
+        return y, NTMState(controller_state, memory, read_vectors, weights)

@@ -1,0 +1,235 @@
+"""The MemoryCore contract, for the NTM, LSTM and GRU cores."""
+
+import pytest
+import torch
+
+from ntm_rl.cores import GRUCore, LSTMCore, NTMCore, NTMState, make_core, state_leaves
+
+INPUT_DIM = 5
+
+
+def small_ntm(**kwargs) -> NTMCore:
+    options = dict(controller_size=16, memory_size=12, word_size=6) | kwargs
+    return NTMCore(INPUT_DIM, **options)
+
+
+CORE_FACTORIES = {
+    "ntm-lstm": lambda: small_ntm(),
+    "ntm-gru": lambda: small_ntm(controller="gru", num_read_heads=2, num_write_heads=2, shift_range=2),
+    "ntm-mlp-learned": lambda: small_ntm(controller="mlp", memory_init="learned", num_read_heads=3),
+    "ntm-random": lambda: small_ntm(memory_init="random", clip=None),
+    "lstm": lambda: LSTMCore(INPUT_DIM, 16),
+    "gru": lambda: GRUCore(INPUT_DIM, 16),
+}
+
+
+@pytest.fixture(params=sorted(CORE_FACTORIES))
+def core(request):
+    torch.manual_seed(0)
+    return CORE_FACTORIES[request.param]()
+
+
+def random_starts(steps: int, batch: int, seed: int) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    starts = torch.rand(steps, batch, generator=generator) < 0.2
+    starts[0] = True
+    return starts
+
+
+def assert_states_close(a, b, **tolerances):
+    for leaf_a, leaf_b in zip(state_leaves(a), state_leaves(b), strict=True):
+        torch.testing.assert_close(leaf_a, leaf_b, **tolerances)
+
+
+def test_output_and_state_shapes_are_batch_first(core):
+    state = core.initial_state(3)
+    y, next_state = core.step(torch.randn(3, INPUT_DIM), state)
+    assert y.shape == (3, core.output_dim)
+    ys, _ = core(torch.randn(4, 3, INPUT_DIM), state)
+    assert ys.shape == (4, 3, core.output_dim)
+    assert all(leaf.shape[0] == 3 for leaf in state_leaves(next_state))
+
+
+def test_stepping_equals_forward_with_resets_inside_the_sequence(core):
+    steps, batch = 12, 4
+    x = torch.randn(steps, batch, INPUT_DIM)
+    starts = random_starts(steps, batch, seed=1)
+    state = core.initial_state(batch)
+    stepped = []
+    for t in range(steps):
+        y, state = core.step(x[t], state, starts[t])
+        stepped.append(y)
+    ys, final = core(x, core.initial_state(batch), starts)
+    torch.testing.assert_close(torch.stack(stepped), ys, atol=1e-5, rtol=1e-5)
+    assert_states_close(state, final, atol=1e-5, rtol=1e-5)
+
+
+def test_stepping_equals_forward_without_resets(core):
+    x = torch.randn(9, 3, INPUT_DIM)
+    state = core.initial_state(3)
+    stepped = []
+    for t in range(9):
+        y, state = core.step(x[t], state)
+        stepped.append(y)
+    ys, _ = core(x, core.initial_state(3))
+    torch.testing.assert_close(torch.stack(stepped), ys, atol=1e-5, rtol=1e-5)
+
+
+def test_reset_acts_per_env_and_equals_a_fresh_initial_state(core):
+    batch = 4
+    state = core.initial_state(batch)
+    for _ in range(3):
+        _, state = core.step(torch.randn(batch, INPUT_DIM), state)
+    x = torch.randn(batch, INPUT_DIM)
+    episode_start = torch.tensor([True, False, True, False])
+    y_reset, _ = core.step(x, state, episode_start)
+    y_fresh, _ = core.step(x, core.initial_state(batch))
+    y_kept, _ = core.step(x, state)
+    torch.testing.assert_close(y_reset[episode_start], y_fresh[episode_start])
+    torch.testing.assert_close(y_reset[~episode_start], y_kept[~episode_start])
+    assert not torch.allclose(y_fresh[~episode_start], y_kept[~episode_start])
+
+
+def test_ntm_weightings_are_distributions_after_every_step():
+    torch.manual_seed(0)
+    core = small_ntm(num_read_heads=2, num_write_heads=2, shift_range=3)
+    state = core.initial_state(8)
+    torch.testing.assert_close(state.weights.sum(-1), torch.ones(8, 4))
+    for t in range(20):
+        _, state = core.step(torch.randn(8, INPUT_DIM) * 5, state, torch.full((8,), t == 10))
+        assert (state.weights >= 0).all()
+        torch.testing.assert_close(state.weights.sum(-1), torch.ones(8, 4))
+
+
+def test_ntm_state_layout_and_size():
+    core = NTMCore(10, controller_size=100, memory_size=128, word_size=20)
+    state = core.initial_state(2)
+    assert isinstance(state, NTMState)
+    assert state.memory.shape == (2, 128, 20)
+    assert state.read_vectors.shape == (2, 1, 20)
+    assert state.weights.shape == (2, 2, 128)
+    assert core.output_dim == 120
+    # N*M + R*M + (R+W)*N + LSTM (h, c): the ~3,000 floats per env of the design
+    from ntm_rl.cores import state_numel
+
+    assert state_numel(state) == 128 * 20 + 20 + 2 * 128 + 200
+
+
+def test_ntm_initial_memory_modes():
+    constant = small_ntm()
+    torch.testing.assert_close(constant.initial_state(2).memory, torch.full((2, 12, 6), 1e-6))
+    assert "memory_bias" not in dict(constant.named_parameters())
+    learned = small_ntm(memory_init="learned")
+    assert "memory_bias" in dict(learned.named_parameters())
+    random = small_ntm(memory_init="random")
+    memory = random.initial_state(2).memory
+    assert memory.std() > 0.1 and "memory_bias" not in dict(random.named_parameters())
+    torch.testing.assert_close(memory, random.initial_state(2).memory)  # fixed, not redrawn
+
+
+def test_gradients_reach_learned_initial_parameters():
+    torch.manual_seed(0)
+    core = small_ntm(memory_init="learned")
+    ys, _ = core(torch.randn(6, 3, INPUT_DIM), core.initial_state(3))
+    ys.square().sum().backward()
+    for name in ("memory_bias", "initial_read", "initial_weight_logits"):
+        grad = getattr(core, name).grad
+        assert grad is not None and grad.abs().sum() > 0, name
+
+
+def test_gradients_reach_initial_parameters_through_a_reset_inside_the_sequence():
+    torch.manual_seed(0)
+    core = small_ntm(memory_init="learned")
+    starts = torch.zeros(6, 2, dtype=torch.bool)
+    starts[3, 1] = True
+    state = core.initial_state(2)
+    state = NTMState(
+        state.controller,
+        state.memory.detach().clone(),
+        state.read_vectors.detach().clone(),
+        state.weights.detach().clone(),
+    )
+    ys, _ = core(torch.randn(6, 2, INPUT_DIM), state, starts)
+    ys.square().sum().backward()
+    assert core.memory_bias.grad.abs().sum() > 0  # only the reset can have carried it
+
+
+class Unroll(torch.nn.Module):
+    """A core over a sequence from its initial state: every parameter is an input of forward."""
+
+    def __init__(self, core):
+        super().__init__()
+        self.core = core
+
+    def forward(self, x, starts):
+        ys, final = self.core(x, self.core.initial_state(x.shape[1]), starts)
+        return ys, final.memory
+
+
+@pytest.mark.parametrize(("controller", "write_heads"), [("lstm", 1), ("gru", 2), ("mlp", 1)])
+def test_ntm_gradcheck_in_double_precision(controller, write_heads):
+    torch.manual_seed(0)
+    core = NTMCore(
+        3,
+        controller=controller,
+        controller_size=4,
+        memory_size=5,
+        word_size=3,
+        num_write_heads=2,
+        memory_init="learned",
+    ).double()
+    unroll = Unroll(core)
+    names, values = zip(
+        *[(n, p.detach().clone().requires_grad_(True)) for n, p in unroll.named_parameters()], strict=True
+    )
+    x = torch.randn(4, 2, 3, dtype=torch.float64, requires_grad=True)
+    starts = torch.tensor([[True, True], [False, False], [False, True], [False, False]])
+
+    def function(x, *parameters):
+        return torch.func.functional_call(unroll, dict(zip(names, parameters, strict=True)), (x, starts))
+
+    assert torch.autograd.gradcheck(function, (x, *values), eps=1e-6, atol=1e-5)
+
+
+def test_core_by_name():
+    assert isinstance(make_core("ntm", 4, memory_size=8), NTMCore)
+    assert isinstance(make_core("gru", 4, hidden_size=8), GRUCore)
+    with pytest.raises(ValueError, match="Unknown core 'transformer'"):
+        make_core("transformer", 4)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"memory_size": 0}, "memory_size must be an integer >= 1, got 0"),
+        ({"word_size": -3}, "word_size must be an integer >= 1"),
+        ({"num_read_heads": 0}, "num_read_heads must be an integer >= 1"),
+        ({"num_write_heads": 1.5}, "num_write_heads must be an integer"),
+        ({"memory_size": 8, "shift_range": 8}, r"shift_range must be smaller than memory_size \(8\), got 8"),
+        ({"shift_range": -1}, "shift_range must be an integer >= 0"),
+        ({"controller": "transformer"}, "controller must be 'lstm', 'gru' or 'mlp'"),
+        ({"memory_init": "zeros"}, "memory_init must be 'constant', 'learned' or 'random'"),
+        ({"clip": 0.0}, "clip must be positive or None"),
+    ],
+)
+def test_ntm_rejects_bad_arguments_with_a_clear_message(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        NTMCore(4, **kwargs)
+
+
+@pytest.mark.parametrize("factory", [lambda: NTMCore(4), lambda: LSTMCore(4), lambda: GRUCore(4)])
+def test_mismatched_input_width_is_reported(factory):
+    core = factory()
+    with pytest.raises(ValueError, match=r"D=4, got \(2, 7\).*input_dim=7"):
+        core.step(torch.randn(2, 7), core.initial_state(2))
+    with pytest.raises(ValueError, match=r"\[T, B, D\] with D=4"):
+        core(torch.randn(2, 4), core.initial_state(2))
+    with pytest.raises(ValueError, match="episode_starts has shape"):
+        core(torch.randn(3, 2, 4), core.initial_state(2), torch.zeros(3, 5, dtype=torch.bool))
+
+
+def test_bad_sizes_for_rnn_cores():
+    with pytest.raises(ValueError, match="hidden_size must be an integer >= 1, got 0"):
+        LSTMCore(4, 0)
+    with pytest.raises(ValueError, match="input_dim must be an integer >= 1"):
+        GRUCore(0, 8)
