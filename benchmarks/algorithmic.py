@@ -143,7 +143,6 @@ def train(
     start = time.perf_counter()
     recent: list[float] = []
     update = 0
-    history = []
     while update < args.updates and time.perf_counter() - start < 60 * args.max_minutes:
         size = int(torch.randint(train_sizes[0], train_sizes[1] + 1, (1,), generator=size_gen))
         batch = make(size, args.batch_size)
@@ -161,14 +160,6 @@ def train(
             elapsed = time.perf_counter() - start
             mean_error = sum(recent) / len(recent)
             recent.clear()
-            history.append(
-                {
-                    "update": update,
-                    "sequences": update * args.batch_size,
-                    "seconds": round(elapsed, 1),
-                    "bit_error": round(mean_error, 3),
-                }
-            )
             print(
                 f"[{name}] update {update:6d}  sequences {update * args.batch_size:8d}  "
                 f"{elapsed:7.1f}s  bit error per sequence {mean_error:7.3f}",
@@ -176,7 +167,7 @@ def train(
             )
             if mean_error < args.target / 2:
                 break
-    return {"updates": update, "seconds": round(time.perf_counter() - start, 1), "history": history}
+    return {"updates": update, "seconds": round(time.perf_counter() - start, 1)}
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:

@@ -5,10 +5,11 @@ Both sides unroll 64-step sequences one timestep at a time (as a policy does), f
 alternation, and the figures are medians over rounds, so both sides see the same machine noise.
 
     python benchmarks/core_speed.py                      # CPU, 1 thread, batches 16 and 256
+    python benchmarks/core_speed.py --compile             # adds the NTM with a compiled step
     python benchmarks/core_speed.py --device cuda --batch-sizes 256 4096
 
 Prints one line per configuration (env steps/s = batch * timesteps / second) and the cost ratio
-NTM/LSTM, then a JSON summary.
+NTM/LSTM (the LSTM's steps/s over the NTM's), then a JSON summary.
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ def main() -> None:
     parser.add_argument("--seq-len", type=int, default=64)
     parser.add_argument("--input-dim", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--compile", action="store_true", help="also time the NTM with torch.compile'd steps")
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -81,6 +83,11 @@ def main() -> None:
     torch.manual_seed(0)
     ntm = NTMCore(args.input_dim, controller="lstm", controller_size=100, memory_size=128, word_size=20).to(device)
     lstm = nn.LSTM(args.input_dim, 100).to(device)
+    models = {"lstm": (lstm, lstm_unroll), "ntm": (ntm, ntm_unroll)}
+    if args.compile:
+        compiled = NTMCore(args.input_dim, controller="lstm", controller_size=100, memory_size=128, word_size=20)
+        compiled.load_state_dict(ntm.state_dict())
+        models["ntm_compiled"] = (compiled.to(device).compile_step(), ntm_unroll)
     card = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {args.threads} thread(s)"
     print(f"device: {card}; torch {torch.__version__}; sequences of {args.seq_len} steps")
     print("NTM: LSTM-100 controller, memory 128x20, 1 read head, 1 write head, shift -1..1")
@@ -90,9 +97,9 @@ def main() -> None:
         x = torch.randn(args.seq_len, batch, args.input_dim, device=device)
         for mode in ("forward", "forward+backward"):
             backward = mode == "forward+backward"
-            cases[(batch, mode, "lstm")] = make_case(lstm, lstm_unroll, x, backward)
-            cases[(batch, mode, "ntm")] = make_case(ntm, ntm_unroll, x, backward)
-    for run in cases.values():  # warm-up: allocator, kernels, autograd
+            for name, (model, unroll) in models.items():
+                cases[(batch, mode, name)] = make_case(model, unroll, x, backward)
+    for run in cases.values():  # warm-up: allocator, kernels, autograd, compilation
         run()
 
     times: dict[tuple, list[float]] = {key: [] for key in cases}
@@ -104,22 +111,16 @@ def main() -> None:
     for batch in args.batch_sizes:
         for mode in ("forward", "forward+backward"):
             steps = batch * args.seq_len
-            lstm_sps = steps / statistics.median(times[(batch, mode, "lstm")])
-            ntm_sps = steps / statistics.median(times[(batch, mode, "ntm")])
-            ratio = lstm_sps / ntm_sps
-            print(
-                f"batch {batch:5d}  {mode:17s}  LSTM {lstm_sps:12,.0f} steps/s  "
-                f"NTM {ntm_sps:12,.0f} steps/s  cost NTM/LSTM {ratio:5.2f}x"
-            )
-            summary.append(
-                {
-                    "batch": batch,
-                    "mode": mode,
-                    "lstm_steps_per_s": round(lstm_sps),
-                    "ntm_steps_per_s": round(ntm_sps),
-                    "cost_ratio": round(ratio, 2),
-                }
-            )
+            rates = {name: steps / statistics.median(times[(batch, mode, name)]) for name in models}
+            line = f"batch {batch:5d}  {mode:17s}  LSTM {rates['lstm']:10,.0f} steps/s"
+            row = {"batch": batch, "mode": mode, "lstm_steps_per_s": round(rates["lstm"])}
+            for name in models:
+                if name != "lstm":
+                    ratio = rates["lstm"] / rates[name]
+                    line += f"  {name.upper().replace('_', ' ')} {rates[name]:10,.0f} steps/s (cost {ratio:4.2f}x)"
+                    row |= {f"{name}_steps_per_s": round(rates[name]), f"{name}_cost_ratio": round(ratio, 2)}
+            print(line)
+            summary.append(row)
     print(json.dumps({"device": card, "results": summary}))
 
 

@@ -233,3 +233,49 @@ def test_bad_sizes_for_rnn_cores():
         LSTMCore(4, 0)
     with pytest.raises(ValueError, match="input_dim must be an integer >= 1"):
         GRUCore(0, 8)
+
+
+def test_forward_resets_at_the_first_step_only(core):
+    """Resets at the start of a sequence alone (the RNN cores' fused path) act per env."""
+    batch = 3
+    state = core.initial_state(batch)
+    for _ in range(2):
+        _, state = core.step(torch.randn(batch, INPUT_DIM), state)
+    x = torch.randn(5, batch, INPUT_DIM)
+    starts = torch.zeros(5, batch, dtype=torch.bool)
+    starts[0] = torch.tensor([True, False, True])
+    ys, _ = core(x, state, starts)
+    fresh, _ = core(x, core.initial_state(batch))
+    kept, _ = core(x, state)
+    torch.testing.assert_close(ys[:, starts[0]], fresh[:, starts[0]])
+    torch.testing.assert_close(ys[:, ~starts[0]], kept[:, ~starts[0]])
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_core_on_cuda_matches_cpu(core):
+    x = torch.randn(8, 4, INPUT_DIM)
+    starts = random_starts(8, 4, seed=2)
+    ys_cpu, _ = core(x, core.initial_state(4), starts)
+    core.cuda()
+    ys_cuda, state = core(x.cuda(), core.initial_state(4, "cuda"), starts.cuda())
+    assert all(leaf.is_cuda for leaf in state_leaves(state))
+    torch.testing.assert_close(ys_cuda.cpu(), ys_cpu, atol=1e-4, rtol=1e-4)
+
+
+def test_compiled_step_matches_eager_outputs_and_gradients():
+    torch.manual_seed(0)
+    eager = small_ntm()
+    compiled = small_ntm()
+    compiled.load_state_dict(eager.state_dict())
+    compiled.compile_step(dynamic=True)
+    x = torch.randn(6, 3, INPUT_DIM)
+    starts = random_starts(6, 3, seed=4)
+    results = []
+    for core in (eager, compiled):
+        ys, _ = core(x, core.initial_state(3), starts)
+        ys.square().sum().backward()
+        results.append((ys.detach(), [p.grad for p in core.parameters()]))
+    torch.testing.assert_close(results[1][0], results[0][0], atol=1e-5, rtol=1e-4)
+    for compiled_grad, eager_grad in zip(results[1][1], results[0][1], strict=True):
+        torch.testing.assert_close(compiled_grad, eager_grad, atol=1e-5, rtol=1e-4)

@@ -87,6 +87,19 @@ class MemoryCore(nn.Module, ABC):
             outputs.append(y)
         return torch.stack(outputs), state
 
+    def compile_step(self, **compile_kwargs) -> MemoryCore:
+        """Compile one timestep with ``torch.compile``; ``step`` and ``forward`` then use it.
+
+        Fusing a step's many small operations into a few kernels speeds up the NTM by about 1.5x
+        on a CPU (``benchmarks/core_speed.py --compile``) at the price of a compilation of a
+        minute or less at the first call (and at the first with another batch size, after
+        which shapes are treated as dynamic). ``compile_kwargs`` go to ``torch.compile``.
+
+        :return: this core.
+        """
+        self._step = torch.compile(self._step, **compile_kwargs)
+        return self
+
     def _check_input(self, x: torch.Tensor, batch_dims: int) -> None:
         expected = "[B, D]" if batch_dims == 1 else "[T, B, D]"
         if x.dim() != batch_dims + 1 or x.shape[-1] != self.input_dim:
