@@ -128,20 +128,32 @@ def evaluate(model: SequenceModel, make: Callable[[int, int], Batch], sizes: ran
     return errors
 
 
+def mean_error(model: SequenceModel, make: Callable[[int, int], Batch], sizes: range, per_size: int) -> float:
+    """Mean bit error per sequence over all ``sizes``."""
+    errors = evaluate(model, make, sizes, per_size)
+    return sum(errors.values()) / len(errors)
+
+
 def train(
     name: str,
     model: SequenceModel,
     make: Callable[[int, int], Batch],
+    validate: Callable[[], float],
     train_sizes: tuple[int, int],
     args: argparse.Namespace,
 ) -> dict:
-    """Adam on masked binary cross-entropy, batches of sizes drawn uniformly from
-    ``train_sizes``; stops at ``args.max_minutes`` or ``args.updates``, or once the error on
-    fresh sequences stays under ``args.target`` bits."""
+    """Adam on masked binary cross-entropy, batches of sizes drawn uniformly from ``train_sizes``.
+
+    Once the training error nears ``args.target``, ``validate`` (the error on fresh sequences)
+    is checked at each log line; training stops when it is under the target, or at
+    ``args.max_minutes`` / ``args.updates``. The model keeps the parameters that validated best,
+    since training error can spike late (the NTM's known instability).
+    """
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     size_gen = torch.Generator().manual_seed(args.seed)
     start = time.perf_counter()
     recent: list[float] = []
+    best_error, best_parameters = float("inf"), None
     update = 0
     while update < args.updates and time.perf_counter() - start < 60 * args.max_minutes:
         size = int(torch.randint(train_sizes[0], train_sizes[1] + 1, (1,), generator=size_gen))
@@ -160,13 +172,21 @@ def train(
             elapsed = time.perf_counter() - start
             mean_error = sum(recent) / len(recent)
             recent.clear()
-            print(
+            line = (
                 f"[{name}] update {update:6d}  sequences {update * args.batch_size:8d}  "
-                f"{elapsed:7.1f}s  bit error per sequence {mean_error:7.3f}",
-                flush=True,
+                f"{elapsed:7.1f}s  bit error per sequence {mean_error:7.3f}"
             )
-            if mean_error < args.target / 2:
+            if mean_error < 3 * args.target:
+                validation_error = validate()
+                line += f"  (fresh sequences: {validation_error:.3f})"
+                if validation_error < best_error:
+                    best_error = validation_error
+                    best_parameters = {k: v.clone() for k, v in model.state_dict().items()}
+            print(line, flush=True)
+            if best_error < args.target:
                 break
+    if best_parameters is not None:
+        model.load_state_dict(best_parameters)
     return {"updates": update, "seconds": round(time.perf_counter() - start, 1)}
 
 
@@ -210,9 +230,13 @@ def run_task(
         label = f"{name} ({parameter_count(model):,} parameters" + (f", hidden {hidden})" if hidden else ")")
         print(f"== {task}: {label}", flush=True)
         data = torch.Generator().manual_seed(args.seed + 1)
-        result = train(name, model, partial(sized_batch, make, bits, data), train_sizes, args)
+        trained_sizes = range(train_sizes[0], train_sizes[1] + 1)
+        per_size = max(1, args.eval_sequences // 10)
+        validation = partial(sized_batch, make, bits, torch.Generator().manual_seed(args.seed + 3))
+        validate = partial(mean_error, model, validation, trained_sizes, per_size)
+        result = train(name, model, partial(sized_batch, make, bits, data), validate, train_sizes, args)
         held_out = partial(sized_batch, make, bits, torch.Generator().manual_seed(args.seed + 2))
-        in_range = evaluate(model, held_out, range(train_sizes[0], train_sizes[1] + 1), args.eval_sequences // 10)
+        in_range = evaluate(model, held_out, trained_sizes, per_size)
         longer = evaluate(model, held_out, long_sizes, args.eval_sequences)
         trained_error = sum(in_range.values()) / len(in_range)
         long_error = sum(longer.values()) / len(longer)
