@@ -1,0 +1,109 @@
+"""Adapters at the edge of a :class:`TorchVecEnv`: to an SB3 ``VecEnv`` and to one gymnasium ``Env``.
+
+Both copy tensors to numpy, so they belong at the boundary with code that expects numpy (plain
+SB3 algorithms, gymnasium's checkers); ntm-rl's own agents step the ``TorchVecEnv`` directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from stable_baselines3.common.vec_env import VecEnv
+
+from ntm_rl.vec.torch_vec_env import TorchVecEnv
+
+
+class TorchVecEnvToSB3(VecEnv):
+    """A :class:`TorchVecEnv` as an SB3 ``VecEnv``: numpy in and out, SB3's ``infos``.
+
+    Finished episodes report ``terminal_observation`` and ``TimeLimit.truncated`` in their info
+    dicts, as SB3's own vectorised envs do, so SB3 bootstraps truncated episodes correctly.
+    """
+
+    def __init__(self, env: TorchVecEnv):
+        self.env = env
+        super().__init__(env.num_envs, env.observation_space, env.action_space)
+        self._actions: torch.Tensor | None = None
+
+    def reset(self) -> np.ndarray:
+        seeds = None if self._seeds[0] is None else [int(seed) for seed in self._seeds]
+        observation = self.env.reset(seed=seeds)
+        self._reset_seeds()
+        self._reset_options()
+        return observation.cpu().numpy()
+
+    def step_async(self, actions: np.ndarray) -> None:
+        self._actions = torch.as_tensor(np.asarray(actions), device=self.env.device)
+
+    def step_wait(self):
+        result = self.env.step(self._actions)
+        dones = result.episode_start.cpu().numpy()
+        infos: list[dict[str, Any]] = [{} for _ in range(self.num_envs)]
+        if dones.any():
+            final = result.final_observation.cpu().numpy()
+            truncated = result.truncated.cpu().numpy()
+            for i in np.flatnonzero(dones):
+                infos[i]["terminal_observation"] = final[i]
+                infos[i]["TimeLimit.truncated"] = bool(truncated[i])
+        rewards = result.reward.float().cpu().numpy()
+        return result.observation.cpu().numpy(), rewards, dones, infos
+
+    def close(self) -> None:
+        pass
+
+    def get_attr(self, attr_name: str, indices=None) -> list[Any]:
+        return [getattr(self.env, attr_name)] * len(self._get_indices(indices))
+
+    def set_attr(self, attr_name: str, value: Any, indices=None) -> None:
+        setattr(self.env, attr_name, value)
+
+    def env_method(self, method_name: str, *method_args, indices=None, **method_kwargs) -> list[Any]:
+        result = getattr(self.env, method_name)(*method_args, **method_kwargs)
+        return [result] * len(self._get_indices(indices))
+
+    def env_is_wrapped(self, wrapper_class: type[gym.Wrapper], indices=None) -> list[bool]:
+        return [False] * len(self._get_indices(indices))
+
+    def _get_indices(self, indices) -> Sequence[int]:
+        if indices is None:
+            return range(self.num_envs)
+        return [indices] if isinstance(indices, int) else indices
+
+
+class TorchEnvAsGym(gym.Env):
+    """One environment of a :class:`TorchVecEnv` (batch of 1, on the CPU) as a gymnasium ``Env``.
+
+    ``step`` returns the terminal observation of a finished episode; the following ``reset``
+    (without a seed) starts the episode the batched env already drew, so a single env seeded
+    ``s`` plays exactly the episodes that env ``i`` of a batch seeded ``s - i`` plays.
+
+    :param make_env: builds the batched env, called as ``make_env(num_envs=1, device="cpu")``.
+    """
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, make_env: Callable[..., TorchVecEnv]):
+        self.env = make_env(num_envs=1, device="cpu")
+        self.observation_space = self.env.observation_space
+        self.action_space = self.env.action_space
+        self._next_observation: torch.Tensor | None = None
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        if seed is not None or self._next_observation is None:
+            observation = self.env.reset(seed=None if seed is None else [seed])
+        else:
+            observation = self._next_observation  # the episode the autoreset already began
+        self._next_observation = None
+        return observation[0].numpy(), {}
+
+    def step(self, action):
+        result = self.env.step(torch.as_tensor(np.asarray(action)).reshape(1, *self.action_space.shape))
+        terminated, truncated = bool(result.terminated[0]), bool(result.truncated[0])
+        if terminated or truncated:
+            self._next_observation = result.observation
+        return result.final_observation[0].numpy(), float(result.reward[0]), terminated, truncated, {}

@@ -1,0 +1,152 @@
+"""``TorchVecEnv``: a batch of environments whose state lives in tensors on one device.
+
+A subclass writes its dynamics once, for all ``B`` environments, as tensor operations; this base
+class adds what every batched environment needs: same-step autoreset, time limits, per-env
+seeding and the bookkeeping for bootstrapping truncated episodes. Nothing in a step leaves the
+device or loops over environments in Python.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import gymnasium as gym
+import torch
+
+_MASK32 = 0xFFFFFFFF
+_GOLDEN = 0x9E3779B9  # added before each hash so that zero inputs do not stay zero
+_RESET_DRAWS = 1 << 20  # draws made while resetting are keyed apart from those made while stepping
+
+
+def hash32(x: torch.Tensor) -> torch.Tensor:
+    """A 32-bit integer hash (low-bias "xorshift-multiply" rounds) on int64 tensors.
+
+    Multipliers stay below 2**31, so every product fits in int64 and the result is exact and
+    identical on every device.
+    """
+    x = x & _MASK32
+    x = ((x ^ (x >> 16)) * 0x21F0AAAD) & _MASK32
+    x = ((x ^ (x >> 15)) * 0x735A2D97) & _MASK32
+    return x ^ (x >> 15)
+
+
+class VecStep(NamedTuple):
+    """What :meth:`TorchVecEnv.step` returns, every field batch-first on the env's device.
+
+    ``observation`` is the first observation of the next episode wherever an episode ended
+    (same-step autoreset); ``final_observation`` is the observation the step produced before any
+    reset, which a truncated episode bootstraps from. ``episode_start`` (``terminated |
+    truncated``) is what a recurrent policy's next step takes.
+    """
+
+    observation: torch.Tensor
+    reward: torch.Tensor
+    terminated: torch.Tensor
+    truncated: torch.Tensor
+    final_observation: torch.Tensor
+
+    @property
+    def episode_start(self) -> torch.Tensor:
+        return self.terminated | self.truncated
+
+
+class TorchVecEnv(ABC):
+    """``num_envs`` environments stepped together as tensors on ``device``.
+
+    Subclasses set ``observation_space`` and ``action_space`` (those of one env) and implement
+    :meth:`_reset_envs`, :meth:`_step` and :meth:`_observe`. Randomness comes from
+    :meth:`_uniform`/:meth:`_randint`, a counter-based generator keyed by each env's seed, so
+    env ``i`` of a batch behaves exactly like a single env seeded with env ``i``'s seed.
+
+    :param num_envs: batch size ``B``.
+    :param device: where the state lives (CPU or CUDA).
+    :param max_episode_steps: episodes are truncated after this many steps (``None``: never).
+    """
+
+    observation_space: gym.spaces.Box
+    action_space: gym.spaces.Space
+    render_mode: str | None = None  # nothing renders yet
+
+    def __init__(self, num_envs: int, device: torch.device | str = "cpu", max_episode_steps: int | None = None):
+        if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
+            raise ValueError(f"num_envs must be an integer >= 1, got {num_envs!r}.")
+        if max_episode_steps is not None and max_episode_steps < 1:
+            raise ValueError(f"max_episode_steps must be >= 1 or None, got {max_episode_steps!r}.")
+        self.num_envs = num_envs
+        self.device = torch.device(device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} asked for, but torch sees no CUDA device. Use device='cpu'.")
+        self.max_episode_steps = max_episode_steps
+        self.seeds = torch.arange(num_envs, dtype=torch.int64, device=self.device)
+        self.episode_count = torch.zeros(num_envs, dtype=torch.int64, device=self.device)
+        self.elapsed_steps = torch.zeros(num_envs, dtype=torch.int64, device=self.device)
+        self._draws = 0  # random draws made so far in the current step, to key the next one
+
+    # ----------------------------------------------------------------------------------- API
+    def reset(self, seed: int | Sequence[int] | None = None) -> torch.Tensor:
+        """Start a new episode in every env; returns observations ``[B, ...]``.
+
+        :param seed: an int seeds env ``i`` with ``seed + i``; a sequence gives one seed per env;
+            ``None`` keeps the current seeds and draws fresh episodes.
+        """
+        if seed is not None:
+            seeds = [seed + i for i in range(self.num_envs)] if isinstance(seed, int) else list(seed)
+            if len(seeds) != self.num_envs:
+                raise ValueError(f"reset got {len(seeds)} seeds for {self.num_envs} envs; pass one per env or an int.")
+            self.seeds = torch.tensor(seeds, dtype=torch.int64, device=self.device)
+            self.episode_count.zero_()
+        everything = torch.ones(self.num_envs, dtype=torch.bool, device=self.device)
+        self._begin_episodes(everything)
+        return self._observe()
+
+    def step(self, actions: torch.Tensor) -> VecStep:
+        """Advance every env by one step, resetting (same step) those whose episode ended."""
+        actions = torch.as_tensor(actions, device=self.device)
+        self._draws = 0
+        reward, terminated = self._step(actions)
+        self.elapsed_steps += 1
+        if self.max_episode_steps is None:
+            truncated = torch.zeros_like(terminated)
+        else:
+            truncated = ~terminated & (self.elapsed_steps >= self.max_episode_steps)
+        final_observation = self._observe()
+        self._begin_episodes(terminated | truncated)
+        return VecStep(self._observe(), reward, terminated, truncated, final_observation)
+
+    # ---------------------------------------------------------------------- for subclasses
+    @abstractmethod
+    def _reset_envs(self, mask: torch.Tensor) -> None:
+        """Draw a new episode's state for the envs where ``mask`` is true (others unchanged)."""
+
+    @abstractmethod
+    def _step(self, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Apply ``actions`` to every env; return ``reward`` (float) and ``terminated`` (bool)."""
+
+    @abstractmethod
+    def _observe(self) -> torch.Tensor:
+        """The current observation of every env, ``[B, *observation_space.shape]``."""
+
+    def _uniform(self, *shape: int) -> torch.Tensor:
+        """Uniform floats in [0, 1), ``[B, *shape]``, a function of (env seed, episode, step, draw)."""
+        self._draws += 1
+        count = 1
+        for size in shape:
+            count *= size
+        key = hash32(self.seeds + _GOLDEN)
+        for part in (self.episode_count, self.elapsed_steps, self._draws):
+            key = hash32((key ^ part) + _GOLDEN)
+        index = hash32(torch.arange(count, dtype=torch.int64, device=self.device) + _GOLDEN)
+        bits = hash32((key.unsqueeze(1) ^ index) + _GOLDEN)
+        return ((bits >> 8).float() / float(1 << 24)).view(self.num_envs, *shape)
+
+    def _randint(self, high: int, *shape: int) -> torch.Tensor:
+        """Uniform integers in ``[0, high)``, ``[B, *shape]``."""
+        return (self._uniform(*shape) * high).long().clamp_(max=high - 1)
+
+    def _begin_episodes(self, mask: torch.Tensor) -> None:
+        self.episode_count = self.episode_count + mask.long()
+        self.elapsed_steps = torch.where(mask, 0, self.elapsed_steps)
+        self._draws = _RESET_DRAWS
+        self._reset_envs(mask)
