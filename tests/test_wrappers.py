@@ -1,0 +1,67 @@
+"""POMDP and previous-action wrappers on gymnasium's own environments."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env as gym_check_env
+from ntm_rl.envs.wrappers import Flicker, GaussianNoise, HideEntries, PreviousActionReward
+
+
+def test_hide_entries_keeps_the_others_in_order():
+    env = HideEntries(gym.make("CartPole-v1"), [1, -1])  # both velocities
+    gym_check_env(env.unwrapped, skip_render_check=True)
+    full, _ = env.unwrapped.reset(seed=3)
+    hidden, _ = env.reset(seed=3)
+    np.testing.assert_array_equal(hidden, full[[0, 2]])
+    assert env.observation_space.shape == (2,)
+
+
+def test_gaussian_noise_has_the_asked_spread_and_is_seeded():
+    env = GaussianNoise(gym.make("CartPole-v1"), std=0.3)
+    first = [env.reset(seed=1)[0] - env.unwrapped.state for _ in range(2)]
+    np.testing.assert_allclose(first[0], first[1])  # same seed, same noise
+    noise = [env.step(0)[0] - np.asarray(env.unwrapped.state, dtype=np.float32) for _ in range(400)]
+    assert abs(np.std(noise) - 0.3) < 0.02
+
+
+def test_flicker_blanks_with_the_asked_probability():
+    env = Flicker(gym.make("CartPole-v1"), prob=0.25)
+    env.reset(seed=0)
+    blanks = 0
+    for _ in range(2000):
+        observation, _, terminated, truncated, _ = env.step(env.action_space.sample())
+        blanks += not observation.any()
+        if terminated or truncated:
+            env.reset()
+    assert abs(blanks / 2000 - 0.25) < 0.03
+
+
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
+def test_previous_action_and_reward_are_appended(env_id):
+    env = PreviousActionReward(gym.make(env_id))
+    gym_check_env(env, skip_render_check=True)
+    observation, _ = env.reset(seed=0)
+    base = env.env.observation_space.shape[0]
+    assert not observation[base:].any()
+    action = env.action_space.sample()
+    observation, reward, _, _, _ = env.step(action)
+    if env_id == "CartPole-v1":
+        np.testing.assert_array_equal(observation[base:-1], np.eye(2)[action])
+    else:
+        np.testing.assert_allclose(observation[base:-1], action)
+    assert observation[-1] == pytest.approx(reward)
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: HideEntries(gym.make("CartPole-v1"), [4]), "indices within an observation of 4 entries"),
+        (lambda: HideEntries(gym.make("CartPole-v1"), [0, 1, 2, 3]), "hiding some but not all"),
+        (lambda: GaussianNoise(gym.make("CartPole-v1"), std=-0.1), "std must be >= 0, got -0.1"),
+        (lambda: Flicker(gym.make("CartPole-v1"), prob=2), r"prob must be in \[0, 1\], got 2"),
+        (lambda: HideEntries(gym.make("CliffWalking-v1"), [0]), "needs a flat Box observation space"),
+    ],
+)
+def test_bad_arguments_raise_a_clear_error(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
