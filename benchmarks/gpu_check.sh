@@ -1,15 +1,27 @@
 #!/usr/bin/env bash
 # One prepared run on a lent GPU machine (H100 or H200): the whole test suite there (CUDA tests
-# included), then the core speed benchmark on CUDA, eager and compiled. Installs nothing from
-# the network; the cores need only torch and pytest, which that machine's image has.
+# included), the core speed benchmark on CUDA (eager and compiled) and the torch CartPole at
+# B=65,536. Installs nothing from the network. That machine's image has torch and pytest; the
+# environments also need gymnasium, stable-baselines3 and ale-py, carried as cp312 wheels in
+# .whl/ (downloaded here with `pip download --only-binary=:all: --python-version 3.12 ...`).
 #
 #   bash benchmarks/gpu_check.sh            # results under $OUT (or ./gpu_results)
 set -uo pipefail
 out=${OUT:-gpu_results}
 mkdir -p "$out"
-export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
+if [ -d .whl ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl
+  export PYTHONPATH=/tmp/site
+fi
+export PYTHONPATH=$PWD:$PWD/shim${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+# agents/ and envs/ install as ntm_rl.agents and ntm_rl.envs; without pip, link them in place.
+mkdir -p shim/ntm_rl && for part in cores vec __init__.py; do ln -sfn "$PWD/ntm_rl/$part" "shim/ntm_rl/$part"; done
+ln -sfn "$PWD/agents" shim/ntm_rl/agents && ln -sfn "$PWD/envs" shim/ntm_rl/envs
+export PYTHONPATH=$PWD/shim:${PYTHONPATH#"$PWD":}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
 python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())" | tee -a "$out/gpu.txt"
 python3 -m pytest -q -p no:cacheprovider tests 2>&1 | tee "$out/tests.txt"
 timeout 300 python3 benchmarks/core_speed.py --device cuda --batch-sizes 256 4096 --rounds 5 --compile 2>&1 \
   | tee "$out/core_speed_cuda.txt"
+timeout 200 python3 benchmarks/env_speed.py --device cuda --torch-envs 65536 --skip-atari 2>&1 \
+  | tee "$out/env_speed_cuda.txt"

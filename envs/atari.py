@@ -138,7 +138,7 @@ class AtariVecEnv(VecEnv):
         self._game_lengths += 1
 
         frames = self._flicker(frames[:, 0])
-        self._stack = np.roll(self._stack, -1, axis=1)
+        self._stack[:, :-1] = self._stack[:, 1:]  # in place: no new array per step
         self._stack[:, -1] = frames
         dones = game_over | (life_lost if self.training else False)
         infos: list[dict[str, Any]] = [{} for _ in range(self.num_envs)]

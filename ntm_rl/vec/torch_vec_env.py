@@ -82,6 +82,7 @@ class TorchVecEnv(ABC):
         self.seeds = torch.arange(num_envs, dtype=torch.int64, device=self.device)
         self.episode_count = torch.zeros(num_envs, dtype=torch.int64, device=self.device)
         self.elapsed_steps = torch.zeros(num_envs, dtype=torch.int64, device=self.device)
+        self._episode_keys = torch.zeros(num_envs, dtype=torch.int64, device=self.device)  # set at reset
         self._draws = 0  # random draws made so far in the current step, to key the next one
 
     # ----------------------------------------------------------------------------------- API
@@ -103,17 +104,30 @@ class TorchVecEnv(ABC):
 
     def step(self, actions: torch.Tensor) -> VecStep:
         """Advance every env by one step, resetting (same step) those whose episode ended."""
-        actions = torch.as_tensor(actions, device=self.device)
+        return self._advance(torch.as_tensor(actions, device=self.device))
+
+    def compile_step(self, **compile_kwargs) -> TorchVecEnv:
+        """Compile :meth:`step` with ``torch.compile`` (fuses a step's many small operations).
+
+        :return: this env.
+        """
+        self._advance = torch.compile(self._advance, **compile_kwargs)
+        return self
+
+    def _advance(self, actions: torch.Tensor) -> VecStep:
         self._draws = 0
         reward, terminated = self._step(actions)
-        self.elapsed_steps += 1
+        self.elapsed_steps = self.elapsed_steps + 1
         if self.max_episode_steps is None:
             truncated = torch.zeros_like(terminated)
         else:
             truncated = ~terminated & (self.elapsed_steps >= self.max_episode_steps)
         final_observation = self._observe()
-        self._begin_episodes(terminated | truncated)
-        return VecStep(self._observe(), reward, terminated, truncated, final_observation)
+        done = terminated | truncated
+        self._begin_episodes(done)  # masked: no branch on data, no host sync
+        first = done.view(-1, *([1] * (final_observation.dim() - 1)))
+        observation = torch.where(first, self._observe(), final_observation)
+        return VecStep(observation, reward, terminated, truncated, final_observation)
 
     # ---------------------------------------------------------------------- for subclasses
     @abstractmethod
@@ -134,12 +148,10 @@ class TorchVecEnv(ABC):
         count = 1
         for size in shape:
             count *= size
-        key = hash32(self.seeds + _GOLDEN)
-        for part in (self.episode_count, self.elapsed_steps, self._draws):
-            key = hash32((key ^ part) + _GOLDEN)
-        index = hash32(torch.arange(count, dtype=torch.int64, device=self.device) + _GOLDEN)
-        bits = hash32((key.unsqueeze(1) ^ index) + _GOLDEN)
-        return ((bits >> 8).float() / float(1 << 24)).view(self.num_envs, *shape)
+        step_keys = hash32((self._episode_keys ^ self.elapsed_steps) + _GOLDEN)  # [B]
+        draw_keys = hash32(torch.arange(count, device=self.device) + (self._draws * count + _GOLDEN))  # [count]
+        bits = hash32((step_keys.unsqueeze(1) ^ draw_keys) + _GOLDEN)
+        return ((bits >> 8).float() * (1.0 / (1 << 24))).view(self.num_envs, *shape)
 
     def _randint(self, high: int, *shape: int) -> torch.Tensor:
         """Uniform integers in ``[0, high)``, ``[B, *shape]``."""
@@ -147,6 +159,8 @@ class TorchVecEnv(ABC):
 
     def _begin_episodes(self, mask: torch.Tensor) -> None:
         self.episode_count = self.episode_count + mask.long()
+        keys = hash32((hash32(self.seeds + _GOLDEN) ^ self.episode_count) + _GOLDEN)
+        self._episode_keys = torch.where(mask, keys, self._episode_keys)
         self.elapsed_steps = torch.where(mask, 0, self.elapsed_steps)
         self._draws = _RESET_DRAWS
         self._reset_envs(mask)
