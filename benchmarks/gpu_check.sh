@@ -13,11 +13,9 @@ if [ -d .whl ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl
   export PYTHONPATH=/tmp/site
 fi
-export PYTHONPATH=$PWD:$PWD/shim${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
-# agents/ and envs/ install as ntm_rl.agents and ntm_rl.envs; without pip, link them in place.
-mkdir -p shim/ntm_rl && for part in cores vec __init__.py; do ln -sfn "$PWD/ntm_rl/$part" "shim/ntm_rl/$part"; done
-ln -sfn "$PWD/agents" shim/ntm_rl/agents && ln -sfn "$PWD/envs" shim/ntm_rl/envs
-export PYTHONPATH=$PWD/shim:${PYTHONPATH#"$PWD":}
+export PYTHONUNBUFFERED=1
+# ntm-rl itself, offline (agents/ and envs/ install as ntm_rl.agents and ntm_rl.envs).
+python3 -m pip install -q --no-deps --no-build-isolation --no-index -e . || exit 1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
 python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())" | tee -a "$out/gpu.txt"
 python3 -m pytest -q -p no:cacheprovider tests 2>&1 | tee "$out/tests.txt"
