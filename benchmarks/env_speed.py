@@ -20,10 +20,11 @@ import ale_py
 import gymnasium as gym
 import numpy as np
 import torch
-from ntm_rl.envs import CartPole
-from ntm_rl.envs.atari import AtariVecEnv
 from stable_baselines3.common.env_util import make_atari_env, make_vec_env
 from stable_baselines3.common.vec_env import SubprocVecEnv, VecFrameStack
+
+from ntm_rl.envs import CartPole
+from ntm_rl.envs.atari import AtariVecEnv
 
 
 def steps_per_second(step: Callable[[], None], num_envs: int, seconds: float, sync: Callable[[], None]) -> float:

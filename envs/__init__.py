@@ -2,17 +2,18 @@
 
 Memory probes (:mod:`ntm_rl.envs.probes`) and partially observable CartPole and Pendulum
 (:mod:`ntm_rl.envs.classic_control`) ship today, each as a batched :class:`TorchVecEnv` and,
-through :class:`TorchEnvAsGym`, as ``gym.make("ntm_rl/<Name>-v0", **kwargs)``. Atari is not
-written yet.
+one at a time, as ``gym.make("ntm_rl/<Name>-v0", **kwargs)``. Atari
+(:mod:`ntm_rl.envs.atari`) is an SB3 ``VecEnv`` over ale-py's native vector env, and
+``gym.make("ntm_rl/Atari-v0", game="pong", ...)`` gives one game.
 """
 
 from functools import partial
 
 import gymnasium as gym
+
 from ntm_rl.envs.classic_control import CartPole, Pendulum
 from ntm_rl.envs.probes import AssociativeRecall, Copy, CountRecall, RepeatFirst, RepeatPrevious, TMaze
-
-from ntm_rl.vec import TorchEnvAsGym, TorchVecEnv
+from ntm_rl.vec import TorchVecEnv, TorchVecEnvToSB3, VecEnvAsGym
 
 PROBES: dict[str, type[TorchVecEnv]] = {
     "RepeatPrevious": RepeatPrevious,
@@ -28,14 +29,23 @@ CLASSIC_CONTROL: dict[str, type[TorchVecEnv]] = {"CartPole": CartPole, "Pendulum
 """Batched partially observable classic-control envs by name (ids as for the probes)."""
 
 
-def make_single_env(env_class: type[TorchVecEnv], **kwargs) -> TorchEnvAsGym:
-    """One env of ``env_class`` (with its difficulty ``kwargs``) as a gymnasium ``Env``."""
-    return TorchEnvAsGym(partial(env_class, **kwargs))
+def make_single_env(env_class: type[TorchVecEnv], **kwargs) -> VecEnvAsGym:
+    """One env of ``env_class`` (with its difficulty ``kwargs``), on the CPU, as a gymnasium ``Env``."""
+    return VecEnvAsGym(TorchVecEnvToSB3(env_class(num_envs=1, device="cpu", **kwargs)))
+
+
+def make_atari_env(**kwargs) -> VecEnvAsGym:
+    """One Atari game (:class:`~ntm_rl.envs.atari.AtariVecEnv` keywords) as a gymnasium ``Env``."""
+    from ntm_rl.envs.atari import AtariVecEnv  # ale-py loads its ROMs only when Atari is asked for
+
+    return VecEnvAsGym(AtariVecEnv(num_envs=1, **kwargs))
 
 
 for _name, _env_class in (PROBES | CLASSIC_CONTROL).items():
     if f"ntm_rl/{_name}-v0" not in gym.registry:
         gym.register(f"ntm_rl/{_name}-v0", entry_point=partial(make_single_env, _env_class))
+if "ntm_rl/Atari-v0" not in gym.registry:
+    gym.register("ntm_rl/Atari-v0", entry_point=make_atari_env)
 
 __all__ = [
     "CLASSIC_CONTROL",

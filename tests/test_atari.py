@@ -1,9 +1,14 @@
 """Atari through ale-py's vector env: shapes, life losses, clipped and full-game rewards, flicker."""
 
+import gymnasium as gym
 import numpy as np
 import pytest
-from ntm_rl.envs.atari import AtariVecEnv, rom_id
+from gymnasium.utils.env_checker import check_env as gym_check_env
 from stable_baselines3 import PPO
+from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+import ntm_rl.envs  # noqa: F401  (registers ntm_rl/Atari-v0)
+from ntm_rl.envs.atari import AtariVecEnv, rom_id
 
 
 def test_pong_steps_and_resets_with_the_documented_shapes():
@@ -93,3 +98,20 @@ def test_unknown_game_names_the_close_matches():
 def test_bad_kwargs_raise_a_clear_error(kwargs, message):
     with pytest.raises(ValueError, match=message):
         AtariVecEnv("pong", **kwargs)
+
+
+def test_registered_single_game_passes_gymnasium_and_sb3_checks():
+    env = gym.make("ntm_rl/Atari-v0", game="breakout", frame_stack=2)
+    gym_check_env(env.unwrapped, skip_render_check=True)
+    sb3_check_env(env.unwrapped, warn=False)
+    observation, _ = env.reset(seed=0)
+    assert observation.shape == (2, 84, 84)
+    for _ in range(2000):  # a life loss ends the episode; the next reset continues the same game
+        observation, _, terminated, truncated, _ = env.step(env.action_space.sample())
+        if terminated:
+            assert env.unwrapped.vec_env._lives[0] == 4
+            continued, _ = env.reset()
+            assert continued.shape == (2, 84, 84)
+            break
+    else:
+        pytest.fail("no life lost in 2000 random Breakout steps")

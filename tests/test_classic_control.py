@@ -1,14 +1,15 @@
 """Batched CartPole and Pendulum: gymnasium's physics step for step, and the observation modes."""
 
 import gymnasium as gym
-import ntm_rl.envs  # noqa: F401  (registers the ntm_rl/ ids)
 import numpy as np
 import pytest
 import torch
 from gymnasium.utils.env_checker import check_env as gym_check_env
+from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+import ntm_rl.envs  # noqa: F401  (registers the ntm_rl/ ids)
 from ntm_rl.envs import CartPole, Pendulum
 from ntm_rl.envs.classic_control import OBSERVATION_MODES
-from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 
 @pytest.mark.parametrize("name", ["CartPole", "Pendulum"])

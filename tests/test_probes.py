@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 from gymnasium.utils.env_checker import check_env as gym_check_env
-from ntm_rl.envs import PROBES, AssociativeRecall, Copy, CountRecall, RepeatFirst, RepeatPrevious, TMaze
 from stable_baselines3 import PPO
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
+from ntm_rl.envs import PROBES, AssociativeRecall, Copy, CountRecall, RepeatFirst, RepeatPrevious, TMaze
 from ntm_rl.vec import TorchVecEnvToSB3
 
 # Small difficulties keep the tests fast; the defaults are exercised by registration checks.

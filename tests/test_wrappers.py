@@ -4,6 +4,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env as gym_check_env
+
 from ntm_rl.envs.wrappers import Flicker, GaussianNoise, HideEntries, PreviousActionReward
 
 

@@ -1,6 +1,6 @@
 """Batched environments that live on a device, and adapters to SB3 and gymnasium."""
 
-from ntm_rl.vec.adapters import TorchEnvAsGym, TorchVecEnvToSB3
+from ntm_rl.vec.adapters import TorchVecEnvToSB3, VecEnvAsGym
 from ntm_rl.vec.torch_vec_env import TorchVecEnv, VecStep
 
-__all__ = ["TorchEnvAsGym", "TorchVecEnv", "TorchVecEnvToSB3", "VecStep"]
+__all__ = ["TorchVecEnv", "TorchVecEnvToSB3", "VecEnvAsGym", "VecStep"]

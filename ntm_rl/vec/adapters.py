@@ -1,4 +1,5 @@
-"""Adapters at the edge of a :class:`TorchVecEnv`: to an SB3 ``VecEnv`` and to one gymnasium ``Env``.
+"""Adapters at the edge: a :class:`TorchVecEnv` as an SB3 ``VecEnv``, and a ``VecEnv`` of one env as a
+gymnasium ``Env``.
 
 Both copy tensors to numpy, so they belong at the boundary with code that expects numpy (plain
 SB3 algorithms, gymnasium's checkers); ntm-rl's own agents step the ``TorchVecEnv`` directly.
@@ -6,7 +7,7 @@ SB3 algorithms, gymnasium's checkers); ntm-rl's own agents step the ``TorchVecEn
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import gymnasium as gym
@@ -74,36 +75,44 @@ class TorchVecEnvToSB3(VecEnv):
         return [indices] if isinstance(indices, int) else indices
 
 
-class TorchEnvAsGym(gym.Env):
-    """One environment of a :class:`TorchVecEnv` (batch of 1, on the CPU) as a gymnasium ``Env``.
+class VecEnvAsGym(gym.Env):
+    """A vectorised env of one environment (any SB3 ``VecEnv``) as a gymnasium ``Env``.
 
     ``step`` returns the terminal observation of a finished episode; the following ``reset``
-    (without a seed) starts the episode the batched env already drew, so a single env seeded
-    ``s`` plays exactly the episodes that env ``i`` of a batch seeded ``s - i`` plays.
-
-    :param make_env: builds the batched env, called as ``make_env(num_envs=1, device="cpu")``.
+    (without a seed) returns the first observation of the episode the vectorised env already
+    began, so a single env seeded ``s`` plays exactly the episodes that env ``i`` of a batch
+    seeded ``s - i`` plays (and an Atari life loss continues the game, as DeepMind's wrappers do).
     """
 
     metadata = {"render_modes": []}
 
-    def __init__(self, make_env: Callable[..., TorchVecEnv]):
-        self.env = make_env(num_envs=1, device="cpu")
-        self.observation_space = self.env.observation_space
-        self.action_space = self.env.action_space
-        self._next_observation: torch.Tensor | None = None
+    def __init__(self, vec_env: VecEnv):
+        if vec_env.num_envs != 1:
+            raise ValueError(f"VecEnvAsGym needs a vectorised env of 1 environment, got {vec_env.num_envs}.")
+        self.vec_env = vec_env
+        self.observation_space = vec_env.observation_space
+        self.action_space = vec_env.action_space
+        self._next_observation: np.ndarray | None = None
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
         if seed is not None or self._next_observation is None:
-            observation = self.env.reset(seed=None if seed is None else [seed])
+            if seed is not None:
+                self.vec_env.seed(seed)
+            observation = self.vec_env.reset()[0]
         else:
             observation = self._next_observation  # the episode the autoreset already began
         self._next_observation = None
-        return observation[0].numpy(), {}
+        return observation, {}
 
     def step(self, action):
-        result = self.env.step(torch.as_tensor(np.asarray(action)).reshape(1, *self.action_space.shape))
-        terminated, truncated = bool(result.terminated[0]), bool(result.truncated[0])
-        if terminated or truncated:
-            self._next_observation = result.observation
-        return result.final_observation[0].numpy(), float(result.reward[0]), terminated, truncated, {}
+        observations, rewards, dones, infos = self.vec_env.step(np.asarray([action]))
+        info = dict(infos[0])
+        if not dones[0]:
+            return observations[0], float(rewards[0]), False, False, info
+        self._next_observation = observations[0]
+        truncated = bool(info.pop("TimeLimit.truncated", False))
+        return info.pop("terminal_observation"), float(rewards[0]), not truncated, truncated, info
+
+    def close(self) -> None:
+        self.vec_env.close()
