@@ -203,3 +203,21 @@ def test_reset_seeds_each_env_and_rejects_a_wrong_number_of_seeds():
 def test_cuda_asked_for_without_cuda_is_a_clear_error():
     with pytest.raises(ValueError, match="torch sees no CUDA device. Use device='cpu'"):
         TMaze(4, device="cuda")
+
+
+def test_same_step_autoreset_keeps_the_terminal_observation():
+    env = RepeatFirst(5, num_symbols=4, length=3)
+    env.reset(seed=0)
+    old = env.symbols.clone()
+    for _ in range(2):
+        result = env.step(env.oracle_action())
+        assert not result.episode_start.any()
+        torch.testing.assert_close(result.observation, result.final_observation)
+    result = env.step(env.oracle_action())  # the third step ends every episode
+    assert result.terminated.all() and not result.truncated.any() and result.episode_start.all()
+    assert (result.reward == 1).all()
+    one_hot = torch.eye(4)
+    torch.testing.assert_close(result.final_observation, one_hot[old[:, 2]])  # what the step showed
+    torch.testing.assert_close(result.observation, one_hot[env.symbols[:, 0]])  # the next episode
+    assert not torch.equal(env.symbols, old)
+    assert (env.elapsed_steps == 0).all() and (env.episode_count == 2).all()
