@@ -1,1 +1,5 @@
-"""Recurrent agents (installed as ``ntm_rl.agents``). None is shipped yet: see the README's roadmap."""
+"""Recurrent agents over any memory core (installed as ``ntm_rl.agents``)."""
+
+from ntm_rl.agents.ppo import RecurrentPPO
+
+__all__ = ["RecurrentPPO"]

@@ -1,0 +1,252 @@
+"""Recurrent actor-critic policies whose recurrent feature extractor is any :class:`MemoryCore`.
+
+``observation -> SB3 features extractor -> memory core -> MLP heads -> action distribution / value``
+
+The memory core (NTM by default; LSTM or GRU by the ``core`` keyword) is shared by the actor
+and the critic, or duplicated for the critic (``shared_core=False``). Everything before and
+after the core is SB3's own (features extractors, ``MlpExtractor``, action distributions), so
+comparing cores changes nothing else.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from stable_baselines3.common.distributions import Distribution, make_proba_distribution
+from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.preprocessing import preprocess_obs
+from stable_baselines3.common.torch_layers import (
+    BaseFeaturesExtractor,
+    CombinedExtractor,
+    FlattenExtractor,
+    MlpExtractor,
+    NatureCNN,
+)
+from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
+from torch import nn
+
+from ntm_rl.cores import MemoryCore, make_core
+from ntm_rl.cores.state import State
+
+
+class ActorCriticState(NamedTuple):
+    """Recurrent state of a policy: the actor's core state and, with separate cores, the critic's
+    (``()`` when the core is shared)."""
+
+    actor: State
+    critic: State
+
+
+class RecurrentActorCriticPolicy(BasePolicy):
+    """Actor-critic policy with a memory core as recurrent feature extractor.
+
+    :param observation_space: observation space.
+    :param action_space: ``Discrete``, ``MultiDiscrete``, ``MultiBinary`` or ``Box``.
+    :param lr_schedule: learning-rate schedule (gives the optimiser's initial rate).
+    :param net_arch: hidden layers of the actor and critic heads after the core, as SB3's
+        ``MlpExtractor`` takes them (a list, or ``dict(pi=[...], vf=[...])``).
+    :param activation_fn: activation of those heads.
+    :param ortho_init: orthogonal initialisation of the heads, as SB3's policies.
+    :param log_std_init: initial log standard deviation for ``Box`` actions.
+    :param features_extractor_class: SB3 features extractor in front of the core.
+    :param features_extractor_kwargs: its keywords.
+    :param normalize_images: divide image observations by 255.
+    :param optimizer_class: optimiser.
+    :param optimizer_kwargs: its keywords (besides the learning rate).
+    :param core: ``"ntm"``, ``"lstm"`` or ``"gru"``.
+    :param core_kwargs: keywords of the core (e.g. ``memory_size``, ``hidden_size``).
+    :param shared_core: one core for actor and critic, or a second core for the critic.
+    """
+
+    def __init__(
+        self,
+        observation_space: spaces.Space,
+        action_space: spaces.Space,
+        lr_schedule: Schedule,
+        net_arch: list[int] | dict[str, list[int]] | None = None,
+        activation_fn: type[nn.Module] = nn.Tanh,
+        ortho_init: bool = True,
+        use_sde: bool = False,
+        log_std_init: float = 0.0,
+        features_extractor_class: type[BaseFeaturesExtractor] = FlattenExtractor,
+        features_extractor_kwargs: dict[str, Any] | None = None,
+        normalize_images: bool = True,
+        optimizer_class: type[torch.optim.Optimizer] = torch.optim.Adam,
+        optimizer_kwargs: dict[str, Any] | None = None,
+        core: str = "ntm",
+        core_kwargs: dict[str, Any] | None = None,
+        shared_core: bool = True,
+    ):
+        if use_sde:
+            raise ValueError("use_sde=True is not supported by recurrent ntm-rl policies; use use_sde=False.")
+        if optimizer_kwargs is None:
+            optimizer_kwargs = {"eps": 1e-5} if optimizer_class is torch.optim.Adam else {}
+        super().__init__(
+            observation_space,
+            action_space,
+            features_extractor_class,
+            features_extractor_kwargs or {},
+            optimizer_class=optimizer_class,
+            optimizer_kwargs=optimizer_kwargs,
+            normalize_images=normalize_images,
+        )
+        self.net_arch = [] if net_arch is None else net_arch
+        self.activation_fn, self.ortho_init, self.log_std_init = activation_fn, ortho_init, log_std_init
+        self.core_name, self.core_kwargs, self.shared_core = core, dict(core_kwargs or {}), shared_core
+
+        self.features_extractor = self.make_features_extractor()
+        features_dim = self.features_extractor.features_dim
+        self.core: MemoryCore = make_core(core, features_dim, **self.core_kwargs)
+        self.critic_core: MemoryCore | None = None if shared_core else make_core(core, features_dim, **self.core_kwargs)
+        self.mlp_extractor = MlpExtractor(self.core.output_dim, self.net_arch, activation_fn, self.device)
+        self.action_dist: Distribution = make_proba_distribution(action_space)
+        if isinstance(action_space, spaces.Box):
+            self.action_net, self.log_std = self.action_dist.proba_distribution_net(
+                self.mlp_extractor.latent_dim_pi, log_std_init=log_std_init
+            )
+        else:
+            self.action_net = self.action_dist.proba_distribution_net(self.mlp_extractor.latent_dim_pi)
+        self.value_net = nn.Linear(self.mlp_extractor.latent_dim_vf, 1)
+        if ortho_init:
+            gains = {self.mlp_extractor: np.sqrt(2), self.action_net: 0.01, self.value_net: 1.0}
+            for module, gain in gains.items():
+                module.apply(partial(self.init_weights, gain=gain))
+        self.optimizer = optimizer_class(self.parameters(), lr=lr_schedule(1), **optimizer_kwargs)
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        data = super()._get_constructor_parameters()
+        data.update(
+            net_arch=self.net_arch,
+            activation_fn=self.activation_fn,
+            ortho_init=self.ortho_init,
+            log_std_init=self.log_std_init,
+            core=self.core_name,
+            core_kwargs=self.core_kwargs,
+            shared_core=self.shared_core,
+        )
+        return data
+
+    # ------------------------------------------------------------------------------ state
+    def initial_state(self, n_envs: int) -> ActorCriticState:
+        """The recurrent state of ``n_envs`` environments at the start of an episode."""
+        critic = () if self.critic_core is None else self.critic_core.initial_state(n_envs, self.device)
+        return ActorCriticState(self.core.initial_state(n_envs, self.device), critic)
+
+    # ------------------------------------------------------------------ one step, B envs
+    def _latents(
+        self, obs: PyTorchObs, state: ActorCriticState, episode_start: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, ActorCriticState]:
+        features = self.extract_features(obs, self.features_extractor)
+        latent_pi, actor_state = self.core.step(features, state.actor, episode_start)
+        if self.critic_core is None:
+            latent_vf, critic_state = latent_pi, ()
+        else:
+            latent_vf, critic_state = self.critic_core.step(features, state.critic, episode_start)
+        return latent_pi, latent_vf, ActorCriticState(actor_state, critic_state)
+
+    def forward(
+        self, obs: PyTorchObs, state: ActorCriticState, episode_start: torch.Tensor, deterministic: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, ActorCriticState]:
+        """Act for one step: actions, values ``[B]``, log-probabilities ``[B]``, next state."""
+        latent_pi, latent_vf, state = self._latents(obs, state, episode_start)
+        distribution = self._distribution(self.mlp_extractor.forward_actor(latent_pi))
+        actions = distribution.get_actions(deterministic=deterministic)
+        values = self.value_net(self.mlp_extractor.forward_critic(latent_vf)).squeeze(-1)
+        return actions, values, distribution.log_prob(actions), state
+
+    def predict_values(self, obs: PyTorchObs, state: ActorCriticState, episode_start: torch.Tensor) -> torch.Tensor:
+        """Values ``[B]`` of one step's observations (the state it would lead to is dropped)."""
+        features = self.extract_features(obs, self.features_extractor)
+        core = self.core if self.critic_core is None else self.critic_core
+        latent_vf, _ = core.step(features, state.actor if self.critic_core is None else state.critic, episode_start)
+        return self.value_net(self.mlp_extractor.forward_critic(latent_vf)).squeeze(-1)
+
+    # ------------------------------------------------------------ sequences, for training
+    def evaluate_actions(
+        self, obs: PyTorchObs, actions: torch.Tensor, state: ActorCriticState, episode_starts: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Unroll over sequences ``[L, b, ...]`` from ``state``; values, log-probs, entropy ``[L * b]``."""
+        length, batch = episode_starts.shape
+
+        def merge_time(x: torch.Tensor) -> torch.Tensor:
+            return x.reshape(length * batch, *x.shape[2:])
+
+        flat_obs = {key: merge_time(x) for key, x in obs.items()} if isinstance(obs, dict) else merge_time(obs)
+        features = self.extract_features(flat_obs, self.features_extractor).reshape(length, batch, -1)
+        latent_pi, _ = self.core(features, state.actor, episode_starts)
+        latent_vf = (
+            latent_pi if self.critic_core is None else self.critic_core(features, state.critic, episode_starts)[0]
+        )
+        latent_pi = self.mlp_extractor.forward_actor(latent_pi.reshape(length * batch, -1))
+        latent_vf = self.mlp_extractor.forward_critic(latent_vf.reshape(length * batch, -1))
+        distribution = self._distribution(latent_pi)
+        flat_actions = merge_time(actions)
+        values = self.value_net(latent_vf).squeeze(-1)
+        return values, distribution.log_prob(flat_actions), distribution.entropy()
+
+    def _distribution(self, latent_pi: torch.Tensor) -> Distribution:
+        mean_actions = self.action_net(latent_pi)
+        if isinstance(self.action_space, spaces.Box):
+            return self.action_dist.proba_distribution(mean_actions, self.log_std)
+        return self.action_dist.proba_distribution(action_logits=mean_actions)
+
+    # ------------------------------------------------------------- SB3's predict interface
+    def _predict(self, observation: PyTorchObs, deterministic: bool = False) -> torch.Tensor:
+        raise NotImplementedError(
+            "A recurrent policy predicts with its state: call predict(obs, state, episode_start)."
+        )
+
+    def predict(
+        self,
+        observation: np.ndarray | dict[str, np.ndarray],
+        state: ActorCriticState | None = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = False,
+    ) -> tuple[np.ndarray, ActorCriticState]:
+        """Actions for ``observation`` and the next recurrent state, as sb3-contrib's policies.
+
+        :param state: the state returned by the previous call; ``None`` starts every env afresh.
+        :param episode_start: ``[n_envs]`` flags; true resets that env's state first.
+        :return: actions (numpy, clipped to a ``Box`` action space) and the next state.
+        """
+        self.set_training_mode(False)
+        obs_tensor, vectorized = self.obs_to_tensor(observation)
+        n_envs = next(iter(obs_tensor.values())).shape[0] if isinstance(obs_tensor, dict) else obs_tensor.shape[0]
+        if state is None:
+            state = self.initial_state(n_envs)
+        if episode_start is None:
+            episode_start = np.zeros(n_envs, dtype=bool)
+        starts = torch.as_tensor(np.asarray(episode_start), device=self.device).reshape(n_envs).bool()
+        with torch.no_grad():
+            actions, _, _, state = self.forward(obs_tensor, state, starts, deterministic)
+        actions = actions.cpu().numpy().reshape((-1, *self.action_space.shape))
+        if isinstance(self.action_space, spaces.Box):
+            actions = np.clip(actions, self.action_space.low, self.action_space.high)
+        if not vectorized:
+            actions = actions.squeeze(axis=0)
+        return actions, state
+
+    def extract_features(self, obs: PyTorchObs, features_extractor: BaseFeaturesExtractor) -> torch.Tensor:
+        return features_extractor(preprocess_obs(obs, self.observation_space, normalize_images=self.normalize_images))
+
+
+class RecurrentMlpPolicy(RecurrentActorCriticPolicy):
+    """Flattened vector observations (``FlattenExtractor``) in front of the core."""
+
+
+class RecurrentCnnPolicy(RecurrentActorCriticPolicy):
+    """Images through SB3's ``NatureCNN`` in front of the core."""
+
+    def __init__(self, *args, features_extractor_class: type[BaseFeaturesExtractor] = NatureCNN, **kwargs):
+        super().__init__(*args, features_extractor_class=features_extractor_class, **kwargs)
+
+
+class RecurrentMultiInputPolicy(RecurrentActorCriticPolicy):
+    """``Dict`` observations through SB3's ``CombinedExtractor`` in front of the core."""
+
+    def __init__(self, *args, features_extractor_class: type[BaseFeaturesExtractor] = CombinedExtractor, **kwargs):
+        super().__init__(*args, features_extractor_class=features_extractor_class, **kwargs)
