@@ -1,4 +1,5 @@
-"""RecurrentPPO with the real SB3 and gymnasium: learning, every core, spaces, save/load, predict."""
+"""RecurrentPPO and RecurrentA2C with the real SB3 and gymnasium: learning, every core, spaces,
+save/load, predict, callbacks."""
 
 import gymnasium as gym
 import numpy as np
@@ -9,7 +10,7 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
-from ntm_rl.agents import RecurrentPPO
+from ntm_rl.agents import RecurrentA2C, RecurrentPPO
 from ntm_rl.envs import RepeatFirst, TMaze
 from ntm_rl.vec import TorchVecEnvToSB3
 
@@ -20,17 +21,28 @@ SMALL_CORES = {
 }
 
 
-def small_ppo(env, core="ntm", **kwargs) -> RecurrentPPO:
-    options = dict(n_steps=16, batch_size=64, sequence_length=8, n_epochs=2, seed=0)
+ALGORITHMS = {
+    "ppo": (RecurrentPPO, dict(n_steps=16, batch_size=64, sequence_length=8, n_epochs=2, seed=0)),
+    "a2c": (RecurrentA2C, dict(n_steps=8, seed=0)),
+}
+
+
+@pytest.fixture(params=sorted(ALGORITHMS))
+def algo(request):
+    return request.param
+
+
+def small_agent(env, core="ntm", algo="ppo", **kwargs):
+    algorithm, options = ALGORITHMS[algo]
     policy_kwargs = SMALL_CORES[core] | kwargs.pop("policy_kwargs", {})
-    return RecurrentPPO(kwargs.pop("policy", "MlpPolicy"), env, policy_kwargs=policy_kwargs, **(options | kwargs))
+    return algorithm(kwargs.pop("policy", "MlpPolicy"), env, policy_kwargs=policy_kwargs, **(options | kwargs))
 
 
 @pytest.mark.parametrize("core", sorted(SMALL_CORES))
 @pytest.mark.parametrize("shared_core", [True, False])
-def test_learn_runs_with_every_core_shared_or_separate(core, shared_core):
+def test_learn_runs_with_every_core_shared_or_separate(algo, core, shared_core):
     env = TorchVecEnvToSB3(RepeatFirst(8, length=6))
-    model = small_ppo(env, core, policy_kwargs=dict(shared_core=shared_core))
+    model = small_agent(env, core, algo, policy_kwargs=dict(shared_core=shared_core))
     model.learn(256)
     assert model.num_timesteps == 256
     assert (model.policy.critic_core is None) == shared_core
@@ -41,7 +53,7 @@ def test_learn_runs_with_every_core_shared_or_separate(core, shared_core):
     ["CartPole-v1", "Pendulum-v1", "FrozenLake-v1"],  # Discrete / Box actions, Discrete obs
 )
 def test_learn_on_gymnasium_envs_through_sb3_vec_envs(env_id):
-    model = small_ppo(make_vec_env(env_id, n_envs=4, seed=0))
+    model = small_agent(make_vec_env(env_id, n_envs=4, seed=0))
     model.learn(128)
     assert model.num_timesteps == 128
 
@@ -75,8 +87,8 @@ class MultiActionEnv(gym.Env):
     ],
     ids=["Discrete", "MultiDiscrete", "MultiBinary", "Box"],
 )
-def test_every_action_space(action_space):
-    model = small_ppo(DummyVecEnv([lambda: MultiActionEnv(action_space)] * 2))
+def test_every_action_space(algo, action_space):
+    model = small_agent(DummyVecEnv([lambda: MultiActionEnv(action_space)] * 2), algo=algo)
     model.learn(64)
     actions, _ = model.predict(np.zeros((2, 3), dtype=np.float32))
     assert actions.shape == (2, *action_space.shape)
@@ -99,7 +111,7 @@ class DictImageEnv(gym.Env):
 
 
 def test_dict_observations_with_a_small_image():
-    model = small_ppo(DummyVecEnv([DictImageEnv] * 2), policy="MultiInputPolicy")
+    model = small_agent(DummyVecEnv([DictImageEnv] * 2), policy="MultiInputPolicy")
     model.learn(64)
     assert model.num_timesteps == 64
 
@@ -108,7 +120,7 @@ def test_image_observations_with_the_cnn_policy():
     image_env = lambda: gym.wrappers.TransformObservation(  # noqa: E731
         DictImageEnv(), lambda obs: obs["image"], DictImageEnv.observation_space["image"]
     )
-    model = small_ppo(DummyVecEnv([image_env] * 2), policy="CnnPolicy",
+    model = small_agent(DummyVecEnv([image_env] * 2), policy="CnnPolicy",
                       policy_kwargs=dict(features_extractor_kwargs=dict(features_dim=32)))  # fmt: skip
     model.learn(64)
     assert model.num_timesteps == 64
@@ -127,19 +139,19 @@ def deterministic_episode(model, env, steps=200):
 
 
 @pytest.mark.parametrize("core", sorted(SMALL_CORES))
-def test_save_then_load_gives_identical_deterministic_actions(core, tmp_path):
+def test_save_then_load_gives_identical_deterministic_actions(algo, core, tmp_path):
     train_env = TorchVecEnvToSB3(TMaze(4, corridor_length=5))
-    model = small_ppo(train_env, core)
+    model = small_agent(train_env, core, algo)
     model.learn(128)
     model.save(tmp_path / "model")
-    loaded = RecurrentPPO.load(tmp_path / "model", device="cpu")
+    loaded = type(model).load(tmp_path / "model", device="cpu")
     first = deterministic_episode(model, TorchVecEnvToSB3(TMaze(2, corridor_length=5)))
     second = deterministic_episode(loaded, TorchVecEnvToSB3(TMaze(2, corridor_length=5)))
     np.testing.assert_array_equal(first, second)
 
 
 def test_load_onto_cpu_from_another_device_string(tmp_path):
-    model = small_ppo(TorchVecEnvToSB3(TMaze(2, corridor_length=3)), device="cpu")
+    model = small_agent(TorchVecEnvToSB3(TMaze(2, corridor_length=3)), device="cpu")
     model.save(tmp_path / "model")
     loaded = RecurrentPPO.load(tmp_path / "model", device="cuda" if torch.cuda.is_available() else "cpu")
     moved = RecurrentPPO.load(tmp_path / "model", device=torch.device("cpu"))
@@ -148,20 +160,20 @@ def test_load_onto_cpu_from_another_device_string(tmp_path):
 
 
 def test_predict_on_a_single_env_without_a_state():
-    model = small_ppo(make_vec_env("CartPole-v1", n_envs=2, seed=0))
+    model = small_agent(make_vec_env("CartPole-v1", n_envs=2, seed=0))
     action, state = model.predict(np.zeros(4, dtype=np.float32))
     assert np.shape(action) == () and model.action_space.contains(action)
     action, _ = model.predict(np.zeros(4, dtype=np.float32), state=state, episode_start=np.array([False]))
     assert model.action_space.contains(action)
 
 
-def test_evaluate_policy_and_callbacks_fire(tmp_path):
+def test_evaluate_policy_and_callbacks_fire(algo, tmp_path):
     env = TorchVecEnvToSB3(RepeatFirst(4, length=4))
     eval_env = TorchVecEnvToSB3(RepeatFirst(1, length=4))
     stop = StopTrainingOnRewardThreshold(reward_threshold=1e9)
     evaluation = EvalCallback(eval_env, callback_on_new_best=stop, eval_freq=16, n_eval_episodes=2)
     checkpoints = CheckpointCallback(save_freq=32, save_path=str(tmp_path), name_prefix="ppo")
-    model = small_ppo(env)
+    model = small_agent(env, algo=algo)
     model.learn(128, callback=[evaluation, checkpoints])
     assert evaluation.n_calls > 0 and evaluation.last_mean_reward is not None
     assert len(list(tmp_path.glob("ppo_*.zip"))) >= 1
@@ -171,7 +183,7 @@ def test_evaluate_policy_and_callbacks_fire(tmp_path):
 
 def test_vec_normalize_wraps_the_env():
     env = VecNormalize(make_vec_env("Pendulum-v1", n_envs=2, seed=0))
-    model = small_ppo(env)
+    model = small_agent(env)
     model.learn(64)
     assert env.obs_rms.count > 64
 
@@ -179,9 +191,9 @@ def test_vec_normalize_wraps_the_env():
 def test_bad_sequence_settings_are_reported():
     env = TorchVecEnvToSB3(TMaze(2))
     with pytest.raises(ValueError, match=r"batch_size \(60\) must be a multiple of sequence_length \(8\)"):
-        small_ppo(env, batch_size=60)
+        small_agent(env, batch_size=60)
     with pytest.raises(ValueError, match=r"n_steps \(12\) must be a multiple of sequence_length \(8\)"):
-        small_ppo(env, n_steps=12)
+        small_agent(env, n_steps=12)
 
 
 def test_ntm_agent_learns_a_cue_that_a_memoryless_policy_cannot_use():

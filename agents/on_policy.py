@@ -1,0 +1,202 @@
+"""What recurrent on-policy agents share: SB3's on-policy base, with tensor-native rollouts.
+
+Recurrent PPO and A2C differ only in their update. Both collect rollouts here:
+
+- observations become tensors once per step, and an env that lives on the device (a
+  :class:`~ntm_rl.vec.TorchVecEnv` behind ``TorchVecEnvToSB3``) is stepped directly, with no numpy
+  in the loop;
+- the buffer keeps the policy's recurrent state only where a training sequence starts, and the
+  update unrolls whole sequences of ``sequence_length`` steps from those states;
+- a truncated episode bootstraps from the value of its terminal observation, computed with the
+  recurrent state of that moment.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
+from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
+from stable_baselines3.common.vec_env import VecEnv
+
+from ntm_rl.buffers import RecurrentRolloutBuffer
+from ntm_rl.cores.state import index_state
+from ntm_rl.policies import (
+    ActorCriticState,
+    RecurrentActorCriticPolicy,
+    RecurrentCnnPolicy,
+    RecurrentMlpPolicy,
+    RecurrentMultiInputPolicy,
+)
+from ntm_rl.vec import TorchVecEnvToSB3
+
+
+class RecurrentOnPolicyAlgorithm(OnPolicyAlgorithm):
+    """SB3's ``OnPolicyAlgorithm`` with a recurrent policy and a sequence rollout buffer.
+
+    :param sequence_length: training sequence length (divides ``n_steps``).
+    Other parameters are SB3's (see :class:`~ntm_rl.agents.RecurrentPPO`).
+    """
+
+    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
+        "MlpPolicy": RecurrentMlpPolicy,
+        "CnnPolicy": RecurrentCnnPolicy,
+        "MultiInputPolicy": RecurrentMultiInputPolicy,
+    }
+    policy: RecurrentActorCriticPolicy
+    rollout_buffer: RecurrentRolloutBuffer
+
+    def __init__(
+        self,
+        policy: str | type[RecurrentActorCriticPolicy],
+        env: GymEnv | str,
+        learning_rate: float | Schedule,
+        n_steps: int,
+        gamma: float,
+        gae_lambda: float,
+        ent_coef: float,
+        vf_coef: float,
+        max_grad_norm: float,
+        sequence_length: int,
+        stats_window_size: int = 100,
+        tensorboard_log: str | None = None,
+        policy_kwargs: dict[str, Any] | None = None,
+        verbose: int = 0,
+        seed: int | None = None,
+        device: torch.device | str = "auto",
+    ):
+        super().__init__(
+            policy,
+            env,
+            learning_rate=learning_rate,
+            n_steps=n_steps,
+            gamma=gamma,
+            gae_lambda=gae_lambda,
+            ent_coef=ent_coef,
+            vf_coef=vf_coef,
+            max_grad_norm=max_grad_norm,
+            use_sde=False,
+            sde_sample_freq=-1,
+            stats_window_size=stats_window_size,
+            tensorboard_log=tensorboard_log,
+            policy_kwargs=policy_kwargs,
+            verbose=verbose,
+            seed=seed,
+            device=device,
+            _init_setup_model=False,
+            supported_action_spaces=(spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary),
+        )
+        self.sequence_length = sequence_length
+        self._last_state: ActorCriticState | None = None
+
+    def _setup_model(self) -> None:
+        self._setup_lr_schedule()
+        self.set_random_seed(self.seed)
+        self.policy = self.policy_class(
+            self.observation_space, self.action_space, self.lr_schedule, **self.policy_kwargs
+        ).to(self.device)
+        self.rollout_buffer = RecurrentRolloutBuffer(
+            self.n_steps, self.n_envs, self.observation_space, self.action_space, self.sequence_length,
+            self.device, self.gamma, self.gae_lambda,
+        )  # fmt: skip
+
+    def _excluded_save_params(self) -> list[str]:
+        # The rollout's recurrent state and last observations are transient, like the env.
+        return [*super()._excluded_save_params(), "_last_state", "_last_obs", "_last_episode_starts"]
+
+    def _setup_learn(self, total_timesteps: int, callback: MaybeCallback = None, reset_num_timesteps: bool = True,
+                     tb_log_name: str = "run", progress_bar: bool = False):  # fmt: skip
+        if self._last_obs is None or reset_num_timesteps:
+            self._last_state = None
+        result = super()._setup_learn(total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar)
+        if self._last_state is None:
+            self._last_state = self.policy.initial_state(self.n_envs)
+        return result
+
+    def _to_tensor(self, observation: Any) -> torch.Tensor | dict[str, torch.Tensor]:
+        if isinstance(observation, dict):
+            return {key: torch.as_tensor(value, device=self.device) for key, value in observation.items()}
+        return torch.as_tensor(observation, device=self.device)
+
+    def collect_rollouts(
+        self, env: VecEnv, callback: BaseCallback, rollout_buffer: RecurrentRolloutBuffer, n_rollout_steps: int
+    ) -> bool:
+        """Fill the buffer with ``n_rollout_steps`` steps of every env."""
+        self.policy.set_training_mode(False)
+        rollout_buffer.reset()
+        callback.on_rollout_start()
+        device_env = env.env if isinstance(env, TorchVecEnvToSB3) else None  # stepped without numpy
+        obs = self._to_tensor(self._last_obs)
+        starts = torch.as_tensor(self._last_episode_starts, device=self.device).bool()
+        state = self._last_state
+        if device_env is not None:
+            episode_returns = getattr(self, "_episode_returns", torch.zeros(self.n_envs, device=self.device))
+            episode_lengths = getattr(self, "_episode_lengths", torch.zeros(self.n_envs, device=self.device))
+            finished: list[torch.Tensor] = []
+        for _ in range(n_rollout_steps):
+            with torch.no_grad():
+                actions, values, log_probs, next_state = self.policy(obs, state, starts)
+            env_actions = actions
+            if isinstance(self.action_space, spaces.Box):
+                low, high = (
+                    torch.as_tensor(b, device=self.device) for b in (self.action_space.low, self.action_space.high)
+                )
+                env_actions = torch.clamp(actions, low, high)
+            if device_env is not None:
+                step = device_env.step(env_actions)
+                new_obs, rewards, dones = step.observation, step.reward.clone(), step.episode_start
+                truncated, final_obs = step.truncated, step.final_observation
+                episode_returns += step.reward
+                episode_lengths += 1
+                finished.append(torch.stack([torch.where(dones, episode_returns, torch.nan), episode_lengths]))
+                episode_returns = torch.where(dones, 0.0, episode_returns)
+                episode_lengths = torch.where(dones, 0.0, episode_lengths)
+            else:
+                new_obs_np, rewards_np, dones_np, infos = env.step(env_actions.cpu().numpy())
+                self._update_info_buffer(infos, dones_np)
+                new_obs, rewards = self._to_tensor(new_obs_np), torch.as_tensor(rewards_np, device=self.device).float()
+                dones = torch.as_tensor(dones_np, device=self.device)
+                truncated_np = np.array([bool(info.get("TimeLimit.truncated", False)) for info in infos])
+                truncated = torch.as_tensor(truncated_np & dones_np, device=self.device)
+                final_obs = infos
+            self.num_timesteps += env.num_envs
+            callback.update_locals(locals())
+            if not callback.on_step():
+                return False
+            if bool(truncated.any()):
+                rewards = rewards + self.gamma * self._terminal_values(truncated, final_obs, next_state)
+            rollout_buffer.add(obs, actions, rewards, starts, values, log_probs, state)
+            obs, starts, state = new_obs, dones, next_state
+
+        with torch.no_grad():
+            last_values = self.policy.predict_values(obs, state, starts)
+        rollout_buffer.compute_returns_and_advantage(last_values, starts)
+        self._last_obs, self._last_episode_starts, self._last_state = obs, starts.cpu().numpy(), state
+        if device_env is not None:
+            self._episode_returns, self._episode_lengths = episode_returns, episode_lengths
+            stats = torch.stack(finished, dim=2).cpu().numpy()  # one host copy per rollout
+            for episode_return, episode_length in stats.transpose(1, 2, 0).reshape(-1, 2):
+                if not np.isnan(episode_return):
+                    self.ep_info_buffer.extend([{"r": float(episode_return), "l": int(episode_length)}])
+        callback.update_locals(locals())
+        callback.on_rollout_end()
+        return True
+
+    def _terminal_values(self, truncated: torch.Tensor, final_obs: Any, state: ActorCriticState) -> torch.Tensor:
+        """Values of truncated envs' terminal observations (0 elsewhere), with their current state."""
+        index = truncated.nonzero().squeeze(1)
+        if isinstance(final_obs, list):  # SB3 infos: terminal observations in numpy
+            picked = [final_obs[i]["terminal_observation"] for i in index.tolist()]
+            terminal = self._to_tensor({k: np.stack([p[k] for p in picked]) for k in picked[0]}
+                                       if isinstance(picked[0], dict) else np.stack(picked))  # fmt: skip
+        else:
+            terminal = {k: v[index] for k, v in final_obs.items()} if isinstance(final_obs, dict) else final_obs[index]
+        no_reset = torch.zeros(len(index), dtype=torch.bool, device=self.device)
+        with torch.no_grad():
+            values = self.policy.predict_values(terminal, index_state(state, index), no_reset)
+        return torch.zeros(self.n_envs, device=self.device).index_put((index,), values)
