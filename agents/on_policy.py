@@ -93,6 +93,8 @@ class RecurrentOnPolicyAlgorithm(OnPolicyAlgorithm):
         )
         self.sequence_length = sequence_length
         self._last_state: ActorCriticState | None = None
+        self._episode_returns: torch.Tensor | None = None  # of the episodes running in a device env
+        self._episode_lengths: torch.Tensor | None = None
 
     def _setup_model(self) -> None:
         self._setup_lr_schedule()
@@ -107,15 +109,18 @@ class RecurrentOnPolicyAlgorithm(OnPolicyAlgorithm):
 
     def _excluded_save_params(self) -> list[str]:
         # The rollout's recurrent state and last observations are transient, like the env.
-        return [*super()._excluded_save_params(), "_last_state", "_last_obs", "_last_episode_starts"]
+        return [*super()._excluded_save_params(), "_last_state", "_last_obs", "_last_episode_starts",
+                "_episode_returns", "_episode_lengths"]  # fmt: skip
 
     def _setup_learn(self, total_timesteps: int, callback: MaybeCallback = None, reset_num_timesteps: bool = True,
                      tb_log_name: str = "run", progress_bar: bool = False):  # fmt: skip
         if self._last_obs is None or reset_num_timesteps:
             self._last_state = None
         result = super()._setup_learn(total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar)
-        if self._last_state is None:
+        if self._last_state is None:  # the env was reset: so are the state and the episode statistics
             self._last_state = self.policy.initial_state(self.n_envs)
+            self._episode_returns = torch.zeros(self.n_envs, device=self.device)
+            self._episode_lengths = torch.zeros(self.n_envs, device=self.device)
         return result
 
     def _to_tensor(self, observation: Any) -> torch.Tensor | dict[str, torch.Tensor]:
@@ -135,8 +140,7 @@ class RecurrentOnPolicyAlgorithm(OnPolicyAlgorithm):
         starts = torch.as_tensor(self._last_episode_starts, device=self.device).bool()
         state = self._last_state
         if device_env is not None:
-            episode_returns = getattr(self, "_episode_returns", torch.zeros(self.n_envs, device=self.device))
-            episode_lengths = getattr(self, "_episode_lengths", torch.zeros(self.n_envs, device=self.device))
+            episode_returns, episode_lengths = self._episode_returns, self._episode_lengths
             finished: list[torch.Tensor] = []
         for _ in range(n_rollout_steps):
             with torch.no_grad():

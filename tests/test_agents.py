@@ -209,3 +209,11 @@ def test_ntm_agent_learns_a_cue_that_a_memoryless_policy_cannot_use():
     model.learn(70_000)
     mean, _ = evaluate_policy(model, TorchVecEnvToSB3(TMaze(1, corridor_length=8)), n_eval_episodes=100)
     assert mean >= 0.9 * TMaze().optimal_return
+
+
+def test_device_env_episodes_reach_the_logged_statistics(algo):
+    model = small_agent(TorchVecEnvToSB3(TMaze(4, corridor_length=3)), algo=algo)
+    model.learn(64)
+    episodes = list(model.ep_info_buffer)
+    assert len(episodes) == 16  # 4 envs x 16 steps, in episodes of 4 steps
+    assert all(e["l"] == 4 and e["r"] in (0.0, 1.0) for e in episodes)

@@ -1,0 +1,154 @@
+"""RecurrentPPO on CartPole-v1 with both velocities hidden, against sb3-contrib's RecurrentPPO.
+
+Ours trains on ntm-rl's batched torch CartPole (``observation="no_velocity"``) behind
+VecMonitor and VecNormalize, with rl-zoo3's tuned ppo_lstm settings for CartPoleNoVel-v1 where
+they apply (gamma 0.98, GAE 0.8, 20 epochs, linear learning rate 1e-3 and clip 0.2, 64-unit
+ReLU heads). Every ``--eval-freq`` steps it evaluates 10 deterministic episodes; it reports env
+steps/s (training only), the wall-clock time until an evaluation first reaches 475, and the
+mean of 20 final evaluation episodes. In the same run, the baseline script
+(``shared/baselines/rppo_cartpole_novel.py``, sb3-contrib, the ``bench`` extra) trains with the
+same seeds and thread count.
+
+    python benchmarks/cartpole_novel.py                          # NTM, LSTM, GRU; seeds 0 1 2
+    python benchmarks/cartpole_novel.py --cores ntm --seeds 0 --steps 100000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.evaluation import evaluate_policy
+from stable_baselines3.common.vec_env import VecMonitor, VecNormalize
+
+from ntm_rl.agents import RecurrentPPO
+from ntm_rl.envs import CartPole
+from ntm_rl.vec import TorchVecEnvToSB3
+
+BASELINE = Path(__file__).resolve().parents[2] / "shared" / "baselines" / "rppo_cartpole_novel.py"
+CORE_KWARGS = {
+    "ntm": dict(controller_size=64, memory_size=16, word_size=8),
+    "lstm": dict(hidden_size=64),
+    "gru": dict(hidden_size=64),
+}
+
+
+def make_env(n_envs: int) -> VecNormalize:
+    return VecNormalize(VecMonitor(TorchVecEnvToSB3(CartPole(n_envs, observation="no_velocity"))))
+
+
+def evaluate(model: RecurrentPPO, train_env: VecNormalize, episodes: int, seed: int) -> float:
+    eval_env = VecNormalize(VecMonitor(TorchVecEnvToSB3(CartPole(1, observation="no_velocity"))),
+                            training=False, norm_reward=False)  # fmt: skip
+    eval_env.obs_rms = train_env.obs_rms
+    eval_env.seed(seed)
+    mean, _ = evaluate_policy(model, eval_env, n_eval_episodes=episodes, warn=False)
+    return float(mean)
+
+
+class TimeToTarget(BaseCallback):
+    """Evaluates every ``eval_freq`` steps; records when the mean first reaches ``target``."""
+
+    def __init__(self, train_env: VecNormalize, eval_freq: int, target: float, seed: int):
+        super().__init__()
+        self.train_env, self.eval_freq, self.target, self.seed = train_env, eval_freq, target, seed
+        self.start = time.perf_counter()
+        self.eval_seconds, self.reached_at, self.next_eval = 0.0, None, eval_freq
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps >= self.next_eval:
+            self.next_eval += self.eval_freq
+            started = time.perf_counter()
+            mean = evaluate(self.model, self.train_env, 10, self.seed)
+            self.eval_seconds += time.perf_counter() - started
+            if self.reached_at is None and mean >= self.target:
+                self.reached_at = time.perf_counter() - self.start - self.eval_seconds
+        return True
+
+
+def run_ours(core: str, seed: int, args: argparse.Namespace) -> dict:
+    env = make_env(args.n_envs)
+    schedule = lambda start: lambda progress: progress * start  # noqa: E731
+    model = RecurrentPPO(
+        "MlpPolicy", env, n_steps=args.n_steps, batch_size=args.batch_size, sequence_length=args.sequence_length,
+        n_epochs=20, gamma=0.98, gae_lambda=0.8, learning_rate=schedule(1e-3), clip_range=schedule(0.2), seed=seed,
+        policy_kwargs=dict(core=core, core_kwargs=CORE_KWARGS[core], net_arch=dict(pi=[64], vf=[64]),
+                           activation_fn=torch.nn.ReLU, ortho_init=False),
+    )  # fmt: skip
+    timer = TimeToTarget(env, args.eval_freq, 475.0, seed + 1000)
+    model.learn(args.steps, callback=timer)
+    train_seconds = time.perf_counter() - timer.start - timer.eval_seconds
+    return {
+        "core": core, "seed": seed, "steps": args.steps, "train_s": round(train_seconds, 1),
+        "fps": round(args.steps / train_seconds), "time_to_475_s": None if timer.reached_at is None
+        else round(timer.reached_at, 1), "eval_mean": round(evaluate(model, env, 20, seed + 1000), 1),
+    }  # fmt: skip
+
+
+def run_baseline(seed: int, args: argparse.Namespace) -> dict:
+    command = [sys.executable, str(args.baseline), "--steps", str(args.steps), "--seed", str(seed),
+               "--threads", str(args.threads)]  # fmt: skip
+    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    return json.loads(output.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cores", nargs="+", default=["ntm", "lstm", "gru"], choices=sorted(CORE_KWARGS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--steps", type=int, default=100_000)
+    parser.add_argument("--n-envs", type=int, default=8)
+    parser.add_argument("--n-steps", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--sequence-length", type=int, default=16)
+    parser.add_argument("--eval-freq", type=int, default=10_000)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads, ours and the baseline's")
+    parser.add_argument("--baseline", type=Path, default=BASELINE, help="sb3-contrib baseline script")
+    parser.add_argument("--skip-baseline", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    results = []
+    for core in args.cores:
+        for seed in args.seeds:
+            result = run_ours(core, seed, args)
+            results.append(result)
+            print(f"ntm-rl {core.upper():4s} seed {seed}: {result['fps']:6,d} env steps/s, time to 475: "
+                  f"{result['time_to_475_s']} s, final eval {result['eval_mean']}", flush=True)  # fmt: skip
+    baselines = []
+    if not args.skip_baseline:
+        for seed in args.seeds:
+            baseline = run_baseline(seed, args)
+            baselines.append(baseline)
+            print(
+                f"sb3-contrib RecurrentPPO seed {seed}: {baseline['fps']:6,d} env steps/s, "
+                f"{baseline['wall_s']} s for {args.steps} steps, final eval {baseline['eval_mean']}",
+                flush=True,
+            )
+        baseline_fps = np.mean([b["fps"] for b in baselines])
+        baseline_wall = np.mean([b["wall_s"] for b in baselines])
+        for core in args.cores:
+            ours = [r for r in results if r["core"] == core]
+            times = [r["time_to_475_s"] for r in ours]
+            ratio = np.mean([r["fps"] for r in ours]) / baseline_fps
+            reached = (
+                "every seed"
+                if all(t is not None for t in times)
+                else f"{sum(t is not None for t in times)} of {len(times)} seeds"
+            )
+            worst = max((t for t in times if t is not None), default=None)
+            print(f"{core.upper()}: throughput {ratio:.1f}x the baseline's (target >= 10x); 475 reached on {reached}"
+                  + (f", slowest {worst} s = {worst / baseline_wall:.2f} of the baseline's 100k-step time "
+                     "(target <= 0.2)" if worst is not None else ""))  # fmt: skip
+    print(json.dumps({"threads": args.threads, "ours": results, "baseline": baselines}))
+
+
+if __name__ == "__main__":
+    main()
