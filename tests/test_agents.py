@@ -8,7 +8,7 @@ import torch
 from stable_baselines3.common.callbacks import CheckpointCallback, EvalCallback, StopTrainingOnRewardThreshold
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
-from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+from stable_baselines3.common.vec_env import DummyVecEnv, VecFrameStack, VecMonitor, VecNormalize
 
 from ntm_rl.agents import RecurrentA2C, RecurrentPPO
 from ntm_rl.envs import RepeatFirst, TMaze
@@ -217,3 +217,11 @@ def test_device_env_episodes_reach_the_logged_statistics(algo):
     episodes = list(model.ep_info_buffer)
     assert len(episodes) == 16  # 4 envs x 16 steps, in episodes of 4 steps
     assert all(e["l"] == 4 and e["r"] in (0.0, 1.0) for e in episodes)
+
+
+def test_vec_frame_stack_and_vec_monitor_wrap_the_env():
+    env = VecFrameStack(VecMonitor(TorchVecEnvToSB3(RepeatFirst(4, length=4))), n_stack=3)
+    model = small_agent(env)
+    model.learn(64)
+    assert model.observation_space.shape == (12,)
+    assert len(model.ep_info_buffer) == 16  # VecMonitor's episode records reach SB3's statistics
