@@ -113,8 +113,8 @@ class _ReadWriteOneHead(torch.autograd.Function):
     """Read, then erase and add with one write head, with a hand-written backward.
 
     ``r = w_r M`` and ``M' = M + w (a - e * M)`` (erase-then-add rearranged to three passes over
-    memory). The backward saves nothing memory-sized beyond ``M`` itself and makes about half the
-    passes over memory that autograd of the same formula makes.
+    memory). The backward saves nothing memory-sized beyond ``M`` itself and makes fewer passes
+    over memory than autograd of the same formula.
     """
 
     @staticmethod
