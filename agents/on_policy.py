@@ -139,18 +139,16 @@ class RecurrentOnPolicyAlgorithm(OnPolicyAlgorithm):
         obs = self._to_tensor(self._last_obs)
         starts = torch.as_tensor(self._last_episode_starts, device=self.device).bool()
         state = self._last_state
+        bounds = None  # Box actions are clipped to the space before the env sees them
+        if isinstance(self.action_space, spaces.Box):
+            bounds = [torch.as_tensor(b, device=self.device) for b in (self.action_space.low, self.action_space.high)]
         if device_env is not None:
             episode_returns, episode_lengths = self._episode_returns, self._episode_lengths
             finished: list[torch.Tensor] = []
         for _ in range(n_rollout_steps):
             with torch.no_grad():
                 actions, values, log_probs, next_state = self.policy(obs, state, starts)
-            env_actions = actions
-            if isinstance(self.action_space, spaces.Box):
-                low, high = (
-                    torch.as_tensor(b, device=self.device) for b in (self.action_space.low, self.action_space.high)
-                )
-                env_actions = torch.clamp(actions, low, high)
+            env_actions = actions if bounds is None else torch.clamp(actions, *bounds)
             if device_env is not None:
                 step = device_env.step(env_actions)
                 new_obs, rewards, dones = step.observation, step.reward.clone(), step.episode_start
