@@ -170,7 +170,9 @@ class RecurrentOnPolicyAlgorithm(OnPolicyAlgorithm):
             callback.update_locals(locals())
             if not callback.on_step():
                 return False
-            if bool(truncated.any()):
+            # Checking for truncations costs nothing on the CPU but a host sync per step on a GPU,
+            # where a device env's terminal values are computed for every env and masked instead.
+            if (device_env is not None and self.device.type != "cpu") or bool(truncated.any()):
                 rewards = rewards + self.gamma * self._terminal_values(truncated, final_obs, next_state)
             rollout_buffer.add(obs, actions, rewards, starts, values, log_probs, state)
             obs, starts, state = new_obs, dones, next_state
@@ -191,14 +193,17 @@ class RecurrentOnPolicyAlgorithm(OnPolicyAlgorithm):
 
     def _terminal_values(self, truncated: torch.Tensor, final_obs: Any, state: ActorCriticState) -> torch.Tensor:
         """Values of truncated envs' terminal observations (0 elsewhere), with their current state."""
-        index = truncated.nonzero().squeeze(1)
-        if isinstance(final_obs, list):  # SB3 infos: terminal observations in numpy
-            picked = [final_obs[i]["terminal_observation"] for i in index.tolist()]
-            terminal = self._to_tensor({k: np.stack([p[k] for p in picked]) for k in picked[0]}
-                                       if isinstance(picked[0], dict) else np.stack(picked))  # fmt: skip
-        else:
-            terminal = {k: v[index] for k, v in final_obs.items()} if isinstance(final_obs, dict) else final_obs[index]
-        no_reset = torch.zeros(len(index), dtype=torch.bool, device=self.device)
+        no_reset = torch.zeros(self.n_envs, dtype=torch.bool, device=self.device)
+        if not isinstance(final_obs, list):  # a device env: every env at once, masked, no host sync
+            with torch.no_grad():
+                return self.policy.predict_values(final_obs, state, no_reset) * truncated
+        # SB3 infos hold the terminal observations of the truncated envs, in numpy.
+        index = np.flatnonzero(truncated.cpu().numpy())
+        picked = [final_obs[i]["terminal_observation"] for i in index]
+        stacked = {k: np.stack([p[k] for p in picked]) for k in picked[0]} if isinstance(picked[0], dict) else \
+            np.stack(picked)  # fmt: skip
+        index_tensor = torch.as_tensor(index, device=self.device)
         with torch.no_grad():
-            values = self.policy.predict_values(terminal, index_state(state, index), no_reset)
-        return torch.zeros(self.n_envs, device=self.device).index_put((index,), values)
+            values = self.policy.predict_values(self._to_tensor(stacked), index_state(state, index_tensor),
+                                                no_reset[: len(index)])  # fmt: skip
+        return torch.zeros(self.n_envs, device=self.device).index_put((index_tensor,), values)

@@ -225,3 +225,18 @@ def test_vec_frame_stack_and_vec_monitor_wrap_the_env():
     model.learn(64)
     assert model.observation_space.shape == (12,)
     assert len(model.ep_info_buffer) == 16  # VecMonitor's episode records reach SB3's statistics
+
+
+@pytest.mark.parametrize("through_numpy", [False, True], ids=["device-env", "sb3-infos"])
+def test_truncated_episodes_bootstrap_from_their_terminal_value(through_numpy):
+    """Rewards of truncating steps gain gamma * V(terminal observation); others stay 0 or 1."""
+    probe = RepeatFirst(4, length=6)
+    probe.max_episode_steps = 3  # truncate every episode after 3 of its 6 steps
+    env = TorchVecEnvToSB3(probe)
+    model = small_agent(VecMonitor(env) if through_numpy else env, n_epochs=1)
+    model.learn(16)
+    rewards = model.rollout_buffer.rewards
+    truncating = torch.zeros_like(rewards, dtype=torch.bool)
+    truncating[2::3] = True  # steps 2, 5, 8, ... end an episode by truncation
+    assert torch.isin(rewards[~truncating], torch.tensor([0.0, 1.0])).all()
+    assert not torch.isin(rewards[truncating], torch.tensor([0.0, 1.0])).any()
