@@ -85,9 +85,7 @@ class RecurrentRolloutBuffer:
             self.observations: Observation = {key: storage(space) for key, space in observation_space.spaces.items()}
         else:
             self.observations = storage(observation_space)
-        self.actions = storage(action_space)
-        if isinstance(action_space, spaces.MultiBinary):
-            self.actions = self.actions.float()
+        self.actions = storage(action_space)  # MultiBinary actions are float32, as the distribution's
 
         def zeros() -> torch.Tensor:
             return torch.zeros(n_steps, n_envs, device=self.device)

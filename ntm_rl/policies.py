@@ -161,8 +161,10 @@ class RecurrentActorCriticPolicy(BasePolicy):
     def predict_values(self, obs: PyTorchObs, state: ActorCriticState, episode_start: torch.Tensor) -> torch.Tensor:
         """Values ``[B]`` of one step's observations (the state it would lead to is dropped)."""
         features = self.extract_features(obs, self.features_extractor)
-        core = self.core if self.critic_core is None else self.critic_core
-        latent_vf, _ = core.step(features, state.actor if self.critic_core is None else state.critic, episode_start)
+        if self.critic_core is None:
+            latent_vf, _ = self.core.step(features, state.actor, episode_start)
+        else:
+            latent_vf, _ = self.critic_core.step(features, state.critic, episode_start)
         return self.value_net(self.mlp_extractor.forward_critic(latent_vf)).squeeze(-1)
 
     # ------------------------------------------------------------ sequences, for training

@@ -155,8 +155,11 @@ def test_load_onto_cpu_from_another_device_string(tmp_path):
     model.save(tmp_path / "model")
     loaded = RecurrentPPO.load(tmp_path / "model", device="cuda" if torch.cuda.is_available() else "cpu")
     moved = RecurrentPPO.load(tmp_path / "model", device=torch.device("cpu"))
-    for a, b in zip(loaded.policy.state_dict().values(), moved.policy.state_dict().values(), strict=True):
+    assert moved.device.type == "cpu"
+    original = model.policy.state_dict().values()
+    for a, b, c in zip(loaded.policy.state_dict().values(), moved.policy.state_dict().values(), original, strict=True):
         torch.testing.assert_close(a.cpu(), b)
+        torch.testing.assert_close(b, c)
 
 
 def test_predict_on_a_single_env_without_a_state():
