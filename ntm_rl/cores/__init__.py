@@ -1,7 +1,7 @@
 """Recurrent memory cores: the NTM, and LSTM and GRU behind the same :class:`MemoryCore` contract."""
 
 from ntm_rl.cores.base import MemoryCore
-from ntm_rl.cores.ntm import NTMCore, NTMState
+from ntm_rl.cores.ntm import NTMCore, NTMState, NTMStepTrace
 from ntm_rl.cores.rnn import GRUCore, GRUState, LSTMCore, LSTMState
 from ntm_rl.cores.state import (
     cat_states,
@@ -39,6 +39,7 @@ __all__ = [
     "MemoryCore",
     "NTMCore",
     "NTMState",
+    "NTMStepTrace",
     "STATE_TYPES",
     "cat_states",
     "detach_state",

@@ -17,6 +17,7 @@ writes is readable from the next step on.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Literal, NamedTuple
 
 import torch
@@ -41,6 +42,22 @@ class NTMState(NamedTuple):
     memory: torch.Tensor  # [B, N, M]
     read_vectors: torch.Tensor  # [B, R, M], read at the previous step
     weights: torch.Tensor  # [B, R + W, N], read heads first
+
+
+class NTMStepTrace(NamedTuple):
+    """What the heads did in one step, for ``B`` envs (read heads first where all heads are listed).
+
+    A core with a ``tracer`` calls it with one of these per step; :mod:`ntm_rl.inspect` records them.
+    """
+
+    read_weights: torch.Tensor  # [B, R, N]
+    write_weights: torch.Tensor  # [B, W, N]
+    strength: torch.Tensor  # [B, R + W], key strength beta
+    gate: torch.Tensor  # [B, R + W], interpolation gate g (1: content only)
+    shift: torch.Tensor  # [B, R + W, 2S + 1], shift distribution over offsets -S..S
+    sharpening: torch.Tensor  # [B, R + W], gamma
+    erase: torch.Tensor  # [B, W, M]
+    add: torch.Tensor  # [B, W, M]
 
 
 class NTMCore(MemoryCore):
@@ -134,6 +151,8 @@ class NTMCore(MemoryCore):
         logits = torch.zeros(heads, memory_size)
         logits[:, 0] = math.log(memory_size) + 3.0
         self.initial_weight_logits = nn.Parameter(logits)
+        # Called with an NTMStepTrace after every step when set (inspection); None costs nothing.
+        self.tracer: Callable[[NTMStepTrace], None] | None = None
 
     @property
     def output_dim(self) -> int:
@@ -177,17 +196,18 @@ class NTMCore(MemoryCore):
         key, strength, gate, shift, sharpening = addressing_params.split([m, 1, 1, s, 1], dim=-1)
         erase, add = params[:, heads * self._addressing_width :].view(batch, self.num_write_heads, 2 * m).split(m, -1)
 
-        weights = addressing.content_weighting(
-            state.memory, torch.tanh(key), F.softplus(strength).squeeze(-1), self.eps
-        )
-        weights = addressing.interpolate(weights, state.weights, torch.sigmoid(gate).squeeze(-1))
-        weights = addressing.shift(weights, torch.softmax(shift, dim=-1))
-        weights = addressing.sharpen(weights, 1.0 + F.softplus(sharpening).squeeze(-1))
+        strength, gate = F.softplus(strength).squeeze(-1), torch.sigmoid(gate).squeeze(-1)
+        shift, sharpening = torch.softmax(shift, dim=-1), 1.0 + F.softplus(sharpening).squeeze(-1)
+        erase, add = torch.sigmoid(erase), torch.tanh(add)
+        weights = addressing.content_weighting(state.memory, torch.tanh(key), strength, self.eps)
+        weights = addressing.interpolate(weights, state.weights, gate)
+        weights = addressing.shift(weights, shift)
+        weights = addressing.sharpen(weights, sharpening)
 
         read_weights, write_weights = weights.split([self.num_read_heads, self.num_write_heads], dim=1)
-        read_vectors, memory = addressing.read_write(
-            state.memory, read_weights, write_weights, torch.sigmoid(erase), torch.tanh(add)
-        )
+        read_vectors, memory = addressing.read_write(state.memory, read_weights, write_weights, erase, add)
+        if self.tracer is not None:
+            self.tracer(NTMStepTrace(read_weights, write_weights, strength, gate, shift, sharpening, erase, add))
 
         y = torch.cat([h, read_vectors.reshape(batch, -1)], dim=-1)
         return y, NTMState(controller_state, memory, read_vectors, weights)

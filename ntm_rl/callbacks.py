@@ -1,0 +1,130 @@
+"""SB3 callbacks that ntm-rl's training runs use; each works with any SB3 on-policy agent of ours.
+
+- :class:`ProgressBar`: steps, steps/s, mean episode return and time left, on one line.
+- :class:`PeriodicSave`: calls a save function every ``save_freq`` env steps, between rollouts.
+- :class:`MemoryMetrics`: memory-use metrics of an NTM policy, from the states a rollout computes
+  anyway (no extra forward pass).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from typing import TextIO
+
+import numpy as np
+import torch
+from stable_baselines3.common.callbacks import BaseCallback
+
+from ntm_rl.cores import NTMCore
+from ntm_rl.inspect.metrics import memory_metrics
+
+
+class ProgressBar(BaseCallback):
+    """A progress line on ``stream``, redrawn in place on a terminal, else printed every tenth of the run.
+
+    :param total_timesteps: the env steps the run will reach (counted from 0, also when resumed).
+    """
+
+    def __init__(self, total_timesteps: int, stream: TextIO | None = None, width: int = 30):
+        super().__init__()
+        self.total, self.stream, self.width = total_timesteps, stream or sys.stderr, width
+        self.interactive = self.stream.isatty()
+        self._start_time = self._start_steps = 0.0
+        self._next_print = 0
+
+    def _on_training_start(self) -> None:
+        self._start_time, self._start_steps = time.perf_counter(), self.num_timesteps
+        self._next_print = self.num_timesteps
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_rollout_end(self) -> None:
+        if self.interactive or self.num_timesteps >= self._next_print:
+            self._next_print += self.total // 10 or 1
+            self._draw(end="\r" if self.interactive else "\n")
+
+    def _on_training_end(self) -> None:
+        if self.interactive:  # the last line was drawn in place: redraw it, then move on
+            self._draw(end="\n")
+
+    def _draw(self, end: str) -> None:
+        done = min(self.num_timesteps / self.total, 1.0)
+        elapsed = max(time.perf_counter() - self._start_time, 1e-9)
+        rate = (self.num_timesteps - self._start_steps) / elapsed
+        left = (self.total - self.num_timesteps) / rate if rate > 0 else float("inf")
+        episodes = self.model.ep_info_buffer
+        mean_return = f"{np.mean([e['r'] for e in episodes]):.3g}" if episodes else "-"
+        bar = "#" * int(done * self.width) + "." * (self.width - int(done * self.width))
+        self.stream.write(f"[{bar}] {self.num_timesteps:,}/{self.total:,} steps | {rate:,.0f} steps/s | "
+                          f"mean return {mean_return} | {max(left, 0):.0f} s left  {end}")  # fmt: skip
+        self.stream.flush()
+
+
+class PeriodicSave(BaseCallback):
+    """Calls ``save()`` at the first rollout start after every ``save_freq`` env steps.
+
+    Saving between rollouts (after an update, before the next collection) keeps a checkpoint's
+    timestep count equal to the steps its parameters were trained on.
+    """
+
+    def __init__(self, save_freq: int, save: Callable[[], None]):
+        super().__init__()
+        self.save_freq, self.save = save_freq, save
+        self._next_save = 0
+
+    def _on_training_start(self) -> None:
+        self._next_save = (self.num_timesteps // self.save_freq + 1) * self.save_freq
+
+    def _on_rollout_start(self) -> None:
+        if self.num_timesteps >= self._next_save:
+            self.save()
+            self._next_save = (self.num_timesteps // self.save_freq + 1) * self.save_freq
+
+    def _on_step(self) -> bool:
+        return True
+
+
+class MemoryMetrics(BaseCallback):
+    """Every ``freq`` env steps, records ``memory/*`` metrics of one rollout (NTM policies only).
+
+    The weightings come from the recurrent states the rollout computes anyway (an NTM state holds
+    the step's read and write weightings), for the first ``max_envs`` envs; see
+    :func:`~ntm_rl.inspect.metrics.memory_metrics` for what each metric means.
+    """
+
+    def __init__(self, freq: int, max_envs: int = 4):
+        super().__init__()
+        self.freq, self.max_envs = freq, max_envs
+        self._next, self._active = 0, False
+        self._weights: list[torch.Tensor] = []
+        self._starts: list[torch.Tensor] = []
+
+    def _on_training_start(self) -> None:
+        self._core = self.model.policy.core if isinstance(self.model.policy.core, NTMCore) else None
+        self._next = self.num_timesteps
+
+    def _on_rollout_start(self) -> None:
+        self._active = self._core is not None and self.num_timesteps >= self._next
+        self._weights.clear()
+        self._starts.clear()
+
+    def _on_step(self) -> bool:
+        if self._active:
+            self._weights.append(self.locals["next_state"].actor.weights[: self.max_envs])
+            self._starts.append(self.locals["starts"][: self.max_envs])
+        return True
+
+    def _on_rollout_end(self) -> None:
+        if not self._active or not self._weights:
+            return
+        weights = torch.stack(self._weights).cpu().numpy()  # [T, B, R + W, N]: one host copy
+        starts = torch.stack(self._starts).cpu().numpy()
+        reads = self._core.num_read_heads
+        for name, value in memory_metrics(weights[:, :, :reads], weights[:, :, reads:], starts).items():
+            if np.isfinite(value):
+                self.logger.record(f"memory/{name}", value)
+        self._next = self.num_timesteps + self.freq
+        self._active = False

@@ -1,0 +1,144 @@
+"""The ``ntm-rl`` command: train, evaluate and inspect agents from YAML configs, list what ships.
+
+    ntm-rl train configs/tmaze_ntm.yaml [key=value ...] [--seed N] [--device cuda] [--wandb]
+    ntm-rl train --resume runs/<run>
+    ntm-rl eval runs/<run> [--episodes 20] [--stochastic]
+    ntm-rl inspect runs/<run> [--episodes 3] [--out DIR]
+    ntm-rl list
+
+A mistake the user can fix (an unknown key, a wrong type, a missing file, an unknown env id, CUDA
+where there is none) prints one line, ``ntm-rl: error: ...``, and exits with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import logging
+import sys
+from pathlib import Path
+
+from ntm_rl.config import ConfigError
+
+SHIPPED_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its usage errors as one line and exit code 2, like every other user error."""
+
+    def error(self, message: str):
+        sys.stderr.write(f"ntm-rl: error: {message} (see `{self.prog} --help`)\n")
+        raise SystemExit(2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="ntm-rl", description="Memory-augmented RL with Stable-Baselines3: train, eval, inspect.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    train = commands.add_parser("train", help="train an agent from a YAML config (or resume a run)")
+    train.add_argument("config", nargs="?", help="YAML experiment config (see configs/)")
+    train.add_argument("overrides", nargs="*", help="config overrides, key=value with dotted keys")
+    train.add_argument("--resume", metavar="RUN_DIR", help="continue this run from its newest checkpoint")
+    train.add_argument("--device", help="cpu, cuda, cuda:N or auto (overrides the config)")
+    train.add_argument("--seed", type=int, help="random seed (overrides the config)")
+    train.add_argument("--wandb", action=argparse.BooleanOptionalAction, default=None,
+                       help="log to wandb (offline when no API key is configured)")  # fmt: skip
+    train.add_argument("--runs-root", default="runs", help="where new run directories go (default: runs)")
+
+    evaluate = commands.add_parser("eval", help="evaluate a trained agent")
+    evaluate.add_argument("target", metavar="RUN_OR_MODEL", help="a run directory or a model .zip inside one")
+    evaluate.add_argument("--episodes", type=int, default=None, help="episodes (default: the config's eval.episodes)")
+    evaluate.add_argument("--stochastic", action="store_true", help="sample actions instead of taking the mode")
+    evaluate.add_argument("--device", default="auto")
+
+    look = commands.add_parser("inspect", help="trace the memory of a trained NTM agent and plot it")
+    look.add_argument("target", metavar="RUN_OR_MODEL", help="a run directory or a model .zip inside one")
+    look.add_argument("--episodes", type=int, default=3)
+    look.add_argument("--out", type=Path, help="output directory (default: RUN/inspect)")
+    look.add_argument("--stochastic", action="store_true")
+    look.add_argument("--device", default="auto")
+
+    commands.add_parser("list", help="list environments, cores, algorithms and shipped configs")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        {"train": _train, "eval": _eval, "inspect": _inspect, "list": _list}[args.command](args)
+    except ConfigError as error:
+        sys.stderr.write(f"ntm-rl: error: {error}\n")
+        return 2
+    return 0
+
+
+def _positive(name: str, value: int | None) -> None:
+    if value is not None and value < 1:
+        raise ConfigError(f"{name} must be at least 1, got {value}.")
+
+
+def _train(args: argparse.Namespace) -> None:
+    from ntm_rl.config import load_config
+    from ntm_rl.experiment import train
+
+    if args.resume is not None:
+        if args.config is not None or args.seed is not None:
+            raise ConfigError("--resume continues a run with its saved config: drop CONFIG, overrides and --seed.")
+        run, result = train(None, resume=args.resume, wandb=args.wandb, device=args.device)
+    else:
+        if args.config is None:
+            raise ConfigError("train needs a CONFIG file (see `ntm-rl list`) or --resume RUN_DIR.")
+        overrides = list(args.overrides)
+        overrides += [f"device={args.device}"] if args.device is not None else []
+        overrides += [f"seed={args.seed}"] if args.seed is not None else []
+        run, result = train(load_config(args.config, overrides), runs_root=args.runs_root, wandb=args.wandb)
+    print(f"evaluation: mean return {result['mean_return']:.4g} +- {result['std_return']:.3g} over "
+          f"{result['episodes']} episodes after {result['num_timesteps']:,} env steps")  # fmt: skip
+    print(f"run written to {run.root}")
+
+
+def _eval(args: argparse.Namespace) -> None:
+    from ntm_rl.experiment import evaluate, load_agent
+
+    _positive("--episodes", args.episodes)
+    model, config, normalizer = load_agent(args.target, args.device)
+    episodes = args.episodes or config.eval.episodes
+    result = evaluate(model, config, normalizer, episodes, deterministic=not args.stochastic)
+    print(f"mean return {result['mean_return']:.4g} +- {result['std_return']:.3g} over {episodes} episodes "
+          f"({'deterministic' if not args.stochastic else 'stochastic'}, mean length {result['mean_length']:.1f})")  # fmt: skip
+    print(json.dumps(result))
+
+
+def _inspect(args: argparse.Namespace) -> None:
+    from ntm_rl.experiment import RunDirectory, inspect_agent, load_agent
+
+    _positive("--episodes", args.episodes)
+    model, config, normalizer = load_agent(args.target, args.device)
+    out = args.out or RunDirectory.find(args.target).root / "inspect"
+    written = inspect_agent(model, config, normalizer, out, args.episodes, deterministic=not args.stochastic)
+    for metrics in json.loads((out / "metrics.json").read_text()):
+        print(", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()))
+    print(f"wrote {len(written)} files to {out}")
+
+
+def _list(args: argparse.Namespace) -> None:
+    from ntm_rl.cores import CORES
+    from ntm_rl.experiment import ALGORITHMS, ATARI_ID, TORCH_ENVS, env_class
+
+    print("environments (any registered gymnasium id works too):")
+    for env_id in [*TORCH_ENVS, ATARI_ID]:
+        parameters = inspect.signature(env_class(env_id)).parameters.values()
+        keywords = " ".join(f"{p.name}={p.default!r}" for p in parameters if p.name not in ("num_envs", "device"))
+        print(f"  {env_id:32s} {keywords}")
+    print(f"cores: {', '.join(CORES)}")
+    print(f"algorithms: {', '.join(ALGORITHMS)}")
+    configs = sorted({*SHIPPED_CONFIGS.glob("*.yaml"), *Path("configs").resolve().glob("*.yaml")})
+    print("configs:" if configs else "configs: none found (run from the ntm-rl repository)")
+    for path in configs:
+        print(f"  {path}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,309 @@
+"""Experiment configs: YAML files checked against a schema before anything is built.
+
+A config names an environment, an algorithm, a memory core and their keywords::
+
+    name: tmaze_ntm
+    env: {id: ntm_rl/TMaze-v0, kwargs: {corridor_length: 8}, n_envs: 32}
+    algo: ppo
+    core: ntm
+    core_kwargs: {controller_size: 32, memory_size: 16, word_size: 8}
+    algo_kwargs: {n_steps: 32, batch_size: 256, sequence_length: 16, learning_rate: 1.0e-3}
+    total_timesteps: 70000
+
+:func:`load_config` reads a file, applies ``key=value`` overrides (dotted keys, YAML values) and
+checks every key and type: the fixed sections against the dataclasses below, the keyword
+sections (``env.kwargs``, ``core_kwargs``, ``policy_kwargs``, ``algo_kwargs``) against the
+signatures of the classes they are passed to. Any mistake raises :class:`ConfigError` naming the
+key, the value and the fix (with the nearest valid name for a misspelt key).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import inspect
+import types
+import typing
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from torch import nn
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU, "leaky_relu": nn.LeakyReLU}
+"""``policy_kwargs.activation_fn`` by name."""
+
+SCHEDULE_KEYS = ("learning_rate", "clip_range", "clip_range_vf")
+"""Algorithm keywords that take a number or ``"lin_<start>"`` (linear decay to 0, as rl-zoo3)."""
+
+
+class ConfigError(ValueError):
+    """A mistake in a config, an override or a command-line argument that the user can fix."""
+
+
+@dataclass
+class EnvConfig:
+    """The training environment.
+
+    :param id: a gymnasium id: ``ntm_rl/<Probe>-v0``, ``ntm_rl/CartPole-v0``, ``ntm_rl/Atari-v0``
+        or any registered gymnasium env.
+    :param kwargs: the env's keywords (difficulty, observation mode, game, ...).
+    :param n_envs: environments stepped together.
+    :param normalize: wrap in SB3's ``VecNormalize`` (observations and rewards).
+    """
+
+    id: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    n_envs: int = 8
+    normalize: bool = False
+
+
+@dataclass
+class EvalConfig:
+    """The evaluation at the end of training (and of ``ntm-rl eval``)."""
+
+    episodes: int = 20
+    deterministic: bool = True
+
+
+@dataclass
+class LoggingConfig:
+    """Where training reports to.
+
+    :param memory_metrics_freq: env steps between memory-metric records (NTM cores; 0: never).
+    :param wandb_mode: ``"auto"`` is online when a wandb API key is configured, else offline.
+    """
+
+    tensorboard: bool = True
+    wandb: bool = False
+    wandb_project: str = "ntm-rl"
+    wandb_mode: Literal["auto", "online", "offline"] = "auto"
+    memory_metrics_freq: int = 10_000
+    progress_bar: bool = True
+    log_interval: int = 1
+
+
+@dataclass
+class ExperimentConfig:
+    """One experiment: env, algorithm, core, budget, and how the run is kept."""
+
+    name: str
+    env: EnvConfig
+    algo: Literal["ppo", "a2c"] = "ppo"
+    policy: Literal["MlpPolicy", "CnnPolicy", "MultiInputPolicy"] = "MlpPolicy"
+    core: Literal["ntm", "lstm", "gru"] = "ntm"
+    core_kwargs: dict[str, Any] = field(default_factory=dict)
+    policy_kwargs: dict[str, Any] = field(default_factory=dict)
+    algo_kwargs: dict[str, Any] = field(default_factory=dict)
+    total_timesteps: int = 100_000
+    seed: int = 0
+    device: str = "auto"
+    torch_threads: int | None = None  # None: torch's default; small cores run fastest on 1
+    checkpoint_freq: int = 10_000
+    keep_checkpoints: int = 2
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def load_config(path: str | Path, overrides: Iterable[str] = ()) -> ExperimentConfig:
+    """Read a YAML config, apply ``key=value`` overrides, and validate the result."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist; give the path of a YAML file (see configs/).")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path} is not valid YAML: {' '.join(str(error).split())}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping of config keys, got {type(data).__name__}.")
+    for override in overrides:
+        apply_override(data, override)
+    return config_from_dict(data)
+
+
+def config_from_dict(data: dict[str, Any]) -> ExperimentConfig:
+    """Build and validate an :class:`ExperimentConfig` from plain data (a parsed YAML file)."""
+    config = _build(ExperimentConfig, data, "")
+    validate(config)
+    return config
+
+
+def apply_override(data: dict[str, Any], override: str) -> None:
+    """Set ``data[a][b] = value`` for an override ``a.b=value``; the value is parsed as YAML."""
+    key, sep, text = override.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"override {override!r} is not key=value; write e.g. algo_kwargs.n_steps=64.")
+    try:
+        value = yaml.safe_load(text) if text else ""
+    except yaml.YAMLError:
+        value = text
+    *parents, leaf = key.split(".")
+    node = data
+    for depth, part in enumerate(parents):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {override!r}: {'.'.join(parents[: depth + 1])} is not a section.")
+        node = child
+    node[leaf] = value
+
+
+def did_you_mean(name: str, options: Iterable[str]) -> str:
+    match = difflib.get_close_matches(name, list(options), n=1, cutoff=0.5)
+    return f" (did you mean {match[0]!r}?)" if match else ""
+
+
+def _unknown(key: str, options: Iterable[str]) -> ConfigError:
+    options = sorted(options)
+    return ConfigError(
+        f"unknown config key {key!r}{did_you_mean(key.rsplit('.', 1)[-1], options)}; valid: {', '.join(options)}."
+    )
+
+
+def _type_name(kind: Any) -> str:
+    return getattr(kind, "__name__", str(kind))
+
+
+def _check_type(key: str, value: Any, kind: Any) -> Any:
+    """``value`` if it fits the annotation ``kind`` (ints pass as floats), else a ConfigError."""
+    origin = typing.get_origin(kind)
+    if origin is Literal:
+        if value not in typing.get_args(kind):
+            choices = ", ".join(repr(c) for c in typing.get_args(kind))
+            raise ConfigError(
+                f"{key} must be one of {choices}, got {value!r}{did_you_mean(str(value), map(str, typing.get_args(kind)))}."
+            )
+        return value
+    if origin in (types.UnionType, typing.Union):
+        for option in typing.get_args(kind):
+            try:
+                return _check_type(key, value, option)
+            except ConfigError:
+                continue
+        names = " or ".join(_type_name(option) for option in typing.get_args(kind))
+        raise ConfigError(f"{key} must be {names}, got {value!r} ({type(value).__name__}).")
+    expected = origin or kind
+    if expected is type(None):
+        ok = value is None
+    elif expected is float:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif expected is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, expected)
+    if not ok:
+        raise ConfigError(f"{key} must be {_type_name(expected)}, got {value!r} ({type(value).__name__}).")
+    return value
+
+
+def _build(cls: type, data: Any, prefix: str) -> Any:
+    """Instantiate the config dataclass ``cls`` from a mapping, checking keys and types."""
+    section = prefix.rstrip(".") or "the config"
+    if not isinstance(data, dict):
+        raise ConfigError(f"{section} must be a mapping, got {data!r}.")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    for key in data:
+        if key not in fields:
+            raise _unknown(prefix + str(key), fields)
+    values = {}
+    for name, spec in fields.items():
+        key = prefix + name
+        if name not in data:
+            if spec.default is dataclasses.MISSING and spec.default_factory is dataclasses.MISSING:
+                raise ConfigError(f"{section} is missing the required key {key!r}.")
+            continue
+        if dataclasses.is_dataclass(hints[name]):
+            values[name] = _build(hints[name], data[name], key + ".")
+        else:
+            values[name] = _check_type(key, data[name], hints[name])
+    return cls(**values)
+
+
+def check_kwargs(section: str, kwargs: dict[str, Any], target: Callable, exclude: Iterable[str] = ()) -> None:
+    """Check that ``kwargs`` are keywords of ``target`` (names, and types where the default shows one)."""
+    parameters = {
+        name: p
+        for name, p in inspect.signature(target).parameters.items()
+        if name not in set(exclude) and not name.startswith("_") and p.kind is not p.VAR_KEYWORD
+    }
+    for name, value in kwargs.items():
+        if name not in parameters:
+            raise _unknown(f"{section}.{name}", parameters)
+        default = parameters[name].default
+        if isinstance(default, bool | int | float | str) and not (section == "algo_kwargs" and name in SCHEDULE_KEYS):
+            _check_type(f"{section}.{name}", value, float if type(default) is float else type(default))
+
+
+def parse_schedule(key: str, value: Any) -> float | Callable[[float], float]:
+    """A number, or ``"lin_<start>"``: a schedule from ``start`` down to 0 over training."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str) and value.startswith("lin_"):
+        try:
+            start = float(value[4:])
+        except ValueError:
+            pass
+        else:
+            return LinearSchedule(start)
+    raise ConfigError(f"algo_kwargs.{key} must be a number or 'lin_<start>' (e.g. 'lin_1e-3'), got {value!r}.")
+
+
+@dataclass(frozen=True)
+class LinearSchedule:
+    """SB3 schedule falling linearly from ``start`` to 0 as ``progress_remaining`` goes 1 -> 0."""
+
+    start: float
+
+    def __call__(self, progress_remaining: float) -> float:
+        return progress_remaining * self.start
+
+
+def validate(config: ExperimentConfig) -> None:
+    """Check the keyword sections and cross-field rules; raise :class:`ConfigError` on the first mistake."""
+    from ntm_rl.agents import RecurrentA2C, RecurrentPPO
+    from ntm_rl.cores import CORES
+    from ntm_rl.experiment import env_class, resolve_device
+    from ntm_rl.policies import RecurrentActorCriticPolicy
+
+    for name in ("total_timesteps", "checkpoint_freq", "keep_checkpoints", "env.n_envs", "eval.episodes"):
+        value = (
+            getattr(config, name)
+            if "." not in name
+            else getattr(getattr(config, name.split(".")[0]), name.split(".")[1])
+        )
+        if value < 1:
+            raise ConfigError(f"{name} must be at least 1, got {value}.")
+    if config.torch_threads is not None and config.torch_threads < 1:
+        raise ConfigError(f"torch_threads must be at least 1 or null, got {config.torch_threads}.")
+    if config.logging.memory_metrics_freq < 0 or config.logging.log_interval < 1:
+        raise ConfigError("logging.memory_metrics_freq must be >= 0 and logging.log_interval >= 1.")
+
+    target = env_class(config.env.id)  # raises ConfigError with the nearest id
+    if target is not None:
+        check_kwargs("env.kwargs", config.env.kwargs, target, exclude=("num_envs", "device"))
+    check_kwargs("core_kwargs", config.core_kwargs, CORES[config.core], exclude=("input_dim",))
+    check_kwargs("policy_kwargs", config.policy_kwargs, RecurrentActorCriticPolicy,
+                 exclude=("observation_space", "action_space", "lr_schedule", "core", "core_kwargs",
+                          "features_extractor_class", "optimizer_class", "use_sde"))  # fmt: skip
+    activation = config.policy_kwargs.get("activation_fn", "tanh")
+    if activation not in ACTIVATIONS:
+        raise ConfigError(f"policy_kwargs.activation_fn must be one of {sorted(ACTIVATIONS)}, got {activation!r}.")
+    algo_class = {"ppo": RecurrentPPO, "a2c": RecurrentA2C}[config.algo]
+    check_kwargs("algo_kwargs", config.algo_kwargs, algo_class,
+                 exclude=("policy", "env", "seed", "device", "policy_kwargs", "tensorboard_log", "verbose"))  # fmt: skip
+    for key in SCHEDULE_KEYS:
+        if key in config.algo_kwargs and config.algo_kwargs[key] is not None:
+            parse_schedule(key, config.algo_kwargs[key])
+
+    resolve_device(config.device)
+
+
+def to_yaml(config: ExperimentConfig) -> str:
+    """The config as YAML, in field order (what a run directory keeps as config.yaml)."""
+    return yaml.safe_dump(config.to_dict(), sort_keys=False)
