@@ -108,6 +108,8 @@ class MemoryMetrics(BaseCallback):
 
     def _on_rollout_start(self) -> None:
         self._active = self._core is not None and self.num_timesteps >= self._next
+        if self._active:
+            self._next = self.num_timesteps + self.freq
         self._weights.clear()
         self._starts.clear()
 
@@ -126,5 +128,4 @@ class MemoryMetrics(BaseCallback):
         for name, value in memory_metrics(weights[:, :, :reads], weights[:, :, reads:], starts).items():
             if np.isfinite(value):
                 self.logger.record(f"memory/{name}", value)
-        self._next = self.num_timesteps + self.freq
         self._active = False

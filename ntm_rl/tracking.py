@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import netrc
 import os
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,7 @@ def start_wandb(project: str, name: str, directory: Path, config: dict[str, Any]
         import wandb
 
         id_file = directory / "wandb_id.txt"
-        run_id = id_file.read_text().strip() if id_file.exists() else wandb.util.generate_id()
+        run_id = id_file.read_text().strip() if id_file.exists() else uuid.uuid4().hex[:8]
         id_file.write_text(run_id)
         run = wandb.init(project=project, name=name, id=run_id, resume="allow", dir=str(directory), config=config,
                          mode=mode, settings=wandb.Settings(silent=True, init_timeout=60))  # fmt: skip

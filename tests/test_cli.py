@@ -1,0 +1,191 @@
+"""The ntm-rl command end to end: train, eval, inspect, list; resume after SIGKILL; wandb; user errors."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from ntm_rl.agents import RecurrentPPO
+from ntm_rl.cli import main
+
+TINY = {
+    "name": "tiny",
+    "env": {"id": "ntm_rl/TMaze-v0", "kwargs": {"corridor_length": 3}, "n_envs": 4},
+    "core_kwargs": {"controller_size": 16, "memory_size": 8, "word_size": 4},
+    "algo_kwargs": {"n_steps": 16, "batch_size": 32, "sequence_length": 8, "n_epochs": 2},
+    "total_timesteps": 2048,
+    "checkpoint_freq": 512,
+    "torch_threads": 1,
+    "eval": {"episodes": 5},
+    "logging": {"memory_metrics_freq": 512, "progress_bar": False},
+}
+
+
+def write_config(tmp_path: Path, **changes) -> Path:
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(TINY | changes))
+    return path
+
+
+def only_run(root: Path) -> Path:
+    (run,) = root.iterdir()
+    return run
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_train_eval_inspect_end_to_end(tmp_path, capsys):
+    code, out, _ = run_cli(capsys, "train", str(write_config(tmp_path)), "algo_kwargs.n_epochs=1",
+                           "--runs-root", str(tmp_path / "runs"), "--seed", "3")  # fmt: skip
+    assert code == 0
+    run = only_run(tmp_path / "runs")
+    assert f"run written to {run}" in out and "evaluation: mean return" in out
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["seed"] == 3 and config["algo_kwargs"]["n_epochs"] == 1
+    result = json.loads((run / "eval.json").read_text())
+    assert result["num_timesteps"] == 2048 and len(result["returns"]) == 5
+    assert all(r in (0.0, 1.0) for r in result["returns"])
+    assert (run / "model.zip").exists() and any((run / "tensorboard").iterdir())
+    assert len((run / "monitor.csv").read_text().splitlines()) > 2 + 2048 // 4 // 2  # header lines + episodes
+    progress = (run / "progress.csv").read_text()
+    assert "memory/write_focus" in progress and "train/policy_gradient_loss" in progress
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
+        "step_1536.pkl",
+        "step_1536.zip",
+        "step_2048.pkl",
+        "step_2048.zip",
+    ]  # fmt: skip (keep_checkpoints=2)
+    assert (run / "plots" / "episode_0_weightings.png").stat().st_size > 5_000
+
+    code, out, _ = run_cli(capsys, "eval", str(run), "--episodes", "7")
+    assert code == 0 and "over 7 episodes (deterministic" in out
+    assert len(json.loads(out.splitlines()[-1])["returns"]) == 7
+    code, out, _ = run_cli(capsys, "eval", str(run / "checkpoints" / "step_1536.zip"), "--stochastic")
+    assert code == 0 and "over 5 episodes (stochastic" in out
+
+    code, out, _ = run_cli(capsys, "inspect", str(run), "--episodes", "2", "--out", str(tmp_path / "look"))
+    assert code == 0 and "wrote 7 files" in out and "write_focus" in out
+    for name in ["episode_0_weightings.png", "episode_0_heads.png", "episode_1_weightings.png", "episode_1_heads.png"]:
+        assert (tmp_path / "look" / name).read_bytes()[:4] == b"\x89PNG"
+    assert len(json.loads((tmp_path / "look" / "metrics.json").read_text())) == 2
+
+
+def test_list_shows_envs_cores_and_configs(capsys):
+    code, out, _ = run_cli(capsys, "list")
+    assert code == 0
+    assert "ntm_rl/TMaze-v0" in out and "corridor_length=10" in out and "ntm_rl/Atari-v0" in out
+    assert "cores: ntm, lstm, gru" in out and "tmaze_ntm.yaml" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["train", "{config}", "core_kwargs.memory_sise=8"], "did you mean 'memory_size'?"),
+        (["train", "{config}", "total_timesteps=lots"], "total_timesteps must be int, got 'lots'"),
+        (["train", "{config}", "env.id=ntm_rl/Tmaze-v0"], "unknown env id 'ntm_rl/Tmaze-v0'"),
+        (["train", "{tmp}/nothing.yaml"], "does not exist"),
+        (["train", "{config}", "seed"], "is not key=value"),
+        (["train", "{config}", "algo_kwargs.batch_size=20"], "must be a multiple of sequence_length"),
+        (["train"], "train needs a CONFIG file"),
+        (["train", "{config}", "--resume", "{tmp}"], "--resume continues a run with its saved config"),
+        (["eval", "{tmp}/no_run"], "does not exist"),
+        (["eval", "{tmp}"], "no config.yaml in or above"),
+        (["eval", "{tmp}", "--episodes", "0"], "--episodes must be at least 1"),
+        (["eval", "{tmp}", "--episodes", "many"], "invalid int value: 'many'"),
+        (["fly"], "invalid choice: 'fly'"),
+    ],
+)
+def test_user_errors_print_one_line_and_exit_2(tmp_path, capsys, argv, message):
+    config = write_config(tmp_path)
+    argv = [a.format(config=config, tmp=tmp_path) for a in argv]
+    try:
+        code, out, err = run_cli(capsys, *argv, "--runs-root", str(tmp_path / "runs")) if argv[0] == "train" else \
+            run_cli(capsys, *argv)  # fmt: skip
+    except SystemExit as exit_:  # argparse's own errors
+        code, err = exit_.code, capsys.readouterr().err
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1 and err.startswith("ntm-rl: error: ") and message in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is present here")
+def test_cuda_where_there_is_none(tmp_path, capsys):
+    code, _, err = run_cli(capsys, "train", str(write_config(tmp_path)), "--device", "cuda")
+    assert code == 2 and "CUDA is not available here" in err and len(err.splitlines()) == 1
+
+
+def test_inspect_of_an_lstm_agent_says_it_needs_an_ntm(tmp_path, capsys):
+    config = write_config(tmp_path, core="lstm", core_kwargs={"hidden_size": 8}, total_timesteps=64)
+    assert run_cli(capsys, "train", str(config), "--runs-root", str(tmp_path / "runs"))[0] == 0
+    code, _, err = run_cli(capsys, "inspect", str(only_run(tmp_path / "runs")))
+    assert code == 2 and "inspect needs an NTM core, this agent's is 'lstm'" in err
+
+
+def test_sigkill_after_a_checkpoint_then_resume_finishes_the_run(tmp_path):
+    config = write_config(tmp_path, total_timesteps=12_288, checkpoint_freq=1024)
+    command = [sys.executable, "-m", "ntm_rl.cli", "train", str(config), "--runs-root", str(tmp_path / "runs")]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        runs = list((tmp_path / "runs").glob("*/checkpoints/step_*.zip"))
+        if runs:
+            break
+        time.sleep(0.05)
+    assert process.poll() is None, process.stderr.read().decode()
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    run = only_run(tmp_path / "runs")
+    assert not (run / "model.zip").exists()
+    saved_config = (run / "config.yaml").read_text()
+    for checkpoint in (run / "checkpoints").glob("*.zip"):  # never partial: each one loads
+        assert zipfile.ZipFile(checkpoint).testzip() is None
+        assert RecurrentPPO.load(checkpoint).num_timesteps == int(checkpoint.stem.split("_")[1])
+    killed_at = max(int(p.stem.split("_")[1]) for p in (run / "checkpoints").glob("*.zip"))
+
+    resumed = subprocess.run([sys.executable, "-m", "ntm_rl.cli", "train", "--resume", str(run)],
+                             capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming {run} at" in resumed.stderr and "after 12,288 env steps" in resumed.stdout
+    result = json.loads((run / "eval.json").read_text())
+    assert result["resumed_at"] >= killed_at >= 1024 and result["num_timesteps"] == 12_288
+    assert (run / "config.yaml").read_text() == saved_config
+    first_logged = (run / f"progress-resumed-{result['resumed_at']}.csv").read_text().splitlines()
+    column = first_logged[0].split(",").index("time/total_timesteps")
+    assert int(first_logged[1].split(",")[column]) == result["resumed_at"] + 64  # counting on, not from 0
+    assert not list((run / "checkpoints").glob("*.tmp"))
+
+
+@pytest.fixture
+def no_wandb_key(tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc, no wandb settings
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb_config"))
+
+
+def test_wandb_without_a_key_runs_offline_and_writes_its_files(tmp_path, capsys, no_wandb_key):
+    config = write_config(tmp_path, total_timesteps=256)
+    assert run_cli(capsys, "train", str(config), "--wandb", "--runs-root", str(tmp_path / "runs"))[0] == 0
+    (offline,) = (only_run(tmp_path / "runs") / "wandb").glob("offline-run-*")
+    (log,) = offline.glob("*.wandb")
+    assert log.stat().st_size > 0
+
+
+def test_a_run_whose_wandb_fails_to_start_still_trains(tmp_path, capsys, caplog, no_wandb_key):
+    config = write_config(tmp_path, total_timesteps=256)
+    code, out, _ = run_cli(capsys, "train", str(config), "logging.wandb=true", "logging.wandb_mode=online",
+                           "--runs-root", str(tmp_path / "runs"))  # fmt: skip
+    assert code == 0 and "evaluation: mean return" in out
+    assert "wandb did not start (UsageError" in caplog.text and "training goes on without it" in caplog.text
