@@ -181,12 +181,14 @@ class RecurrentOnPolicyAlgorithm(OnPolicyAlgorithm):
             last_values = self.policy.predict_values(obs, state, starts)
         rollout_buffer.compute_returns_and_advantage(last_values, starts)
         self._last_obs, self._last_episode_starts, self._last_state = obs, starts.cpu().numpy(), state
+        episodes: list[dict[str, float]] = []  # a device env's finished episodes, for callbacks too
         if device_env is not None:
             self._episode_returns, self._episode_lengths = episode_returns, episode_lengths
             stats = torch.stack(finished, dim=2).cpu().numpy()  # one host copy per rollout
-            for episode_return, episode_length in stats.transpose(1, 2, 0).reshape(-1, 2):
-                if not np.isnan(episode_return):
-                    self.ep_info_buffer.extend([{"r": float(episode_return), "l": int(episode_length)}])
+            episodes = [
+                {"r": float(r), "l": int(n)} for r, n in stats.transpose(1, 2, 0).reshape(-1, 2) if not np.isnan(r)
+            ]
+            self.ep_info_buffer.extend(episodes)
         callback.update_locals(locals())
         callback.on_rollout_end()
         return True

@@ -2,6 +2,8 @@
 
 - :class:`ProgressBar`: steps, steps/s, mean episode return and time left, on one line.
 - :class:`PeriodicSave`: calls a save function every ``save_freq`` env steps, between rollouts.
+- :class:`DeviceEnvMonitor`: SB3's monitor CSV for an env that lives on the device, which the
+  rollout steps directly (so no ``VecMonitor`` sees its episodes).
 - :class:`MemoryMetrics`: memory-use metrics of an NTM policy, from the states a rollout computes
   anyway (no extra forward pass).
 """
@@ -16,6 +18,7 @@ from typing import TextIO
 import numpy as np
 import torch
 from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.monitor import ResultsWriter
 
 from ntm_rl.cores import NTMCore
 from ntm_rl.inspect.metrics import memory_metrics
@@ -85,6 +88,33 @@ class PeriodicSave(BaseCallback):
 
     def _on_step(self) -> bool:
         return True
+
+
+class DeviceEnvMonitor(BaseCallback):
+    """Writes the episodes a device env finishes to ``filename``, in ``VecMonitor``'s CSV format.
+
+    A ``TorchVecEnvToSB3`` env is stepped as tensors without its wrappers; the rollout hands each
+    rollout's finished episodes to callbacks as ``episodes``.
+    """
+
+    def __init__(self, filename: str):
+        super().__init__()
+        self.filename = filename
+
+    def _on_training_start(self) -> None:
+        self._start = time.time()
+        self._writer = ResultsWriter(self.filename, header={"t_start": self._start, "env_id": "ntm-rl device env"})
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_rollout_end(self) -> None:
+        now = round(time.time() - self._start, 6)
+        for episode in self.locals.get("episodes", []):
+            self._writer.write_row({"r": episode["r"], "l": episode["l"], "t": now})
+
+    def _on_training_end(self) -> None:
+        self._writer.close()
 
 
 class MemoryMetrics(BaseCallback):

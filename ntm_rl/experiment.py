@@ -37,7 +37,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecMonitor, Ve
 
 from ntm_rl.agents import RecurrentA2C, RecurrentPPO
 from ntm_rl.agents.on_policy import RecurrentOnPolicyAlgorithm
-from ntm_rl.callbacks import MemoryMetrics, PeriodicSave, ProgressBar
+from ntm_rl.callbacks import DeviceEnvMonitor, MemoryMetrics, PeriodicSave, ProgressBar
 from ntm_rl.config import (
     ACTIVATIONS,
     SCHEDULE_KEYS,
@@ -80,10 +80,12 @@ def env_class(env_id: str) -> type | None:
 
 def make_env(config: ExperimentConfig, n_envs: int, device: torch.device | str = "cpu", training: bool = True,
              monitor_file: Path | None = None) -> VecEnv:  # fmt: skip
-    """``n_envs`` envs of ``config.env`` as an SB3 ``VecEnv`` behind ``VecMonitor`` (not normalised).
+    """``n_envs`` envs of ``config.env`` as an SB3 ``VecEnv``, with ``VecNormalize`` if the config asks.
 
-    Batched ntm-rl envs live on ``device``; Atari runs in evaluation mode (whole games, unclipped
-    rewards) when ``training`` is false.
+    A batched ntm-rl env lives on ``device``; without normalisation it is returned bare, so that
+    rollouts step it as tensors (its episodes reach ``monitor_file`` through
+    :class:`~ntm_rl.callbacks.DeviceEnvMonitor`); every other env is behind ``VecMonitor``. Atari
+    runs in evaluation mode (whole games, unclipped rewards) when ``training`` is false.
     """
     env_id, kwargs = config.env.id, dict(config.env.kwargs)
     target = env_class(env_id)
@@ -96,7 +98,10 @@ def make_env(config: ExperimentConfig, n_envs: int, device: torch.device | str =
             env = TorchVecEnvToSB3(target(num_envs=n_envs, device=device, **kwargs))
     except (ValueError, TypeError, gym.error.Error) as error:
         raise ConfigError(f"env {env_id!r} with kwargs {kwargs}: {error}") from None
-    return VecMonitor(env, filename=None if monitor_file is None else str(monitor_file))
+    if isinstance(env, TorchVecEnvToSB3) and not config.env.normalize:
+        return env
+    env = VecMonitor(env, filename=None if monitor_file is None else str(monitor_file))
+    return VecNormalize(env, training=training, norm_reward=training) if config.env.normalize else env
 
 
 def resolve_device(device: str) -> torch.device:
@@ -255,16 +260,14 @@ def train(config: ExperimentConfig | None, runs_root: str | Path = "runs", resum
     env = make_env(config, config.env.n_envs, device, monitor_file=monitor_file)
     if resumed_at:
         extras = run.load_extras(resumed_at)
-        if extras["vecnormalize"] is not None:
-            extras["vecnormalize"].set_venv(env)
+        if extras["vecnormalize"] is not None:  # the statistics the run had, over the fresh envs
+            extras["vecnormalize"].set_venv(env.venv)
             env = extras["vecnormalize"]
         model = ALGORITHMS[config.algo].load(run.checkpoint_file(resumed_at), env=env, device=device)
         _restore_rng_states(extras["rng"])
         env.seed(config.seed + resumed_at)  # fresh episodes, not a replay of the first ones
         logger.info("resuming %s at %d env steps", run.root, resumed_at)
     else:
-        if config.env.normalize:
-            env = VecNormalize(env)
         model = make_model(config, env, device)
 
     suffix = "" if not resumed_at else f"-resumed-{resumed_at}"
@@ -281,6 +284,8 @@ def train(config: ExperimentConfig | None, runs_root: str | Path = "runs", resum
     model.set_logger(Logger(str(run.root), outputs))
 
     callbacks = [PeriodicSave(config.checkpoint_freq, lambda: run.save_checkpoint(model, config.keep_checkpoints))]
+    if isinstance(env, TorchVecEnvToSB3):
+        callbacks.append(DeviceEnvMonitor(str(monitor_file)))
     if config.logging.memory_metrics_freq:
         callbacks.append(MemoryMetrics(config.logging.memory_metrics_freq))
     if config.logging.progress_bar:
@@ -332,12 +337,11 @@ def load_agent(path: str | Path, device: str = "auto"):
 
 
 def _eval_env(config: ExperimentConfig, normalizer: VecNormalize | None, device: torch.device) -> VecEnv:
+    """One env for evaluation, normalised with the training statistics (not updated, rewards raw)."""
     env = make_env(config, 1, device, training=False)
-    if normalizer is None:
-        return env
-    eval_env = VecNormalize(env, training=False, norm_reward=False)
-    eval_env.obs_rms = normalizer.obs_rms
-    return eval_env
+    if isinstance(env, VecNormalize) and normalizer is not None:
+        env.obs_rms = normalizer.obs_rms
+    return env
 
 
 def evaluate(model: RecurrentOnPolicyAlgorithm, config: ExperimentConfig, normalizer: VecNormalize | None,

@@ -189,3 +189,29 @@ def test_a_run_whose_wandb_fails_to_start_still_trains(tmp_path, capsys, caplog,
                            "--runs-root", str(tmp_path / "runs"))  # fmt: skip
     assert code == 0 and "evaluation: mean return" in out
     assert "wandb did not start (UsageError" in caplog.text and "training goes on without it" in caplog.text
+
+
+def test_a_checkpoint_holds_optimiser_normalisation_and_rng_states(tmp_path):
+    from ntm_rl.config import config_from_dict
+    from ntm_rl.experiment import RunDirectory, _restore_rng_states, make_env, make_model
+
+    config = config_from_dict(TINY | {"env": TINY["env"] | {"normalize": True}})
+    run = RunDirectory.create(config, tmp_path)
+    model = make_model(config, make_env(config, 4), torch.device("cpu"))
+    model.learn(256)
+    path = run.save_checkpoint(model, keep=2)
+    expected_draw = torch.rand(3)  # the draw after the checkpoint's RNG state
+
+    extras = run.load_extras(256)
+    loaded = RecurrentPPO.load(path)
+    assert loaded.num_timesteps == extras["num_timesteps"] == 256
+    saved_optimizer, optimizer = loaded.policy.optimizer.state_dict(), model.policy.optimizer.state_dict()
+    for key, value in optimizer["state"][0].items():
+        torch.testing.assert_close(saved_optimizer["state"][0][key], value)
+    normalizer = model.get_vec_normalize_env()
+    assert extras["vecnormalize"].obs_rms.count == normalizer.obs_rms.count > 256
+    torch.testing.assert_close(
+        torch.as_tensor(extras["vecnormalize"].obs_rms.mean), torch.as_tensor(normalizer.obs_rms.mean)
+    )
+    _restore_rng_states(extras["rng"])
+    torch.testing.assert_close(torch.rand(3), expected_draw)
