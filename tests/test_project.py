@@ -23,6 +23,6 @@ def test_ci_runs_the_readme_test_command():
     assert quickstart_commands()[1] in (ROOT / ".ci" / "run").read_text()
 
 
-def test_main_job_script_exists():
-    script = re.search(r"python (\S+\.py)", quickstart_commands()[0]).group(1)
-    assert (ROOT / script).is_file()
+def test_main_job_config_exists():
+    config = re.search(r"ntm-rl train (\S+\.yaml)", quickstart_commands()[0]).group(1)
+    assert (ROOT / config).is_file()
