@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import inspect
+import operator
 import types
 import typing
 from collections.abc import Callable, Iterable
@@ -266,17 +267,13 @@ class LinearSchedule:
 
 def validate(config: ExperimentConfig) -> None:
     """Check the keyword sections and cross-field rules; raise :class:`ConfigError` on the first mistake."""
-    from ntm_rl.agents import RecurrentA2C, RecurrentPPO
+    # The classes the keyword sections go to; imported here, as the experiment module imports this one.
     from ntm_rl.cores import CORES
-    from ntm_rl.experiment import env_class, resolve_device
+    from ntm_rl.experiment import ALGORITHMS, env_class, resolve_device
     from ntm_rl.policies import RecurrentActorCriticPolicy
 
     for name in ("total_timesteps", "checkpoint_freq", "keep_checkpoints", "env.n_envs", "eval.episodes"):
-        value = (
-            getattr(config, name)
-            if "." not in name
-            else getattr(getattr(config, name.split(".")[0]), name.split(".")[1])
-        )
+        value = operator.attrgetter(name)(config)
         if value < 1:
             raise ConfigError(f"{name} must be at least 1, got {value}.")
     if config.torch_threads is not None and config.torch_threads < 1:
@@ -294,8 +291,7 @@ def validate(config: ExperimentConfig) -> None:
     activation = config.policy_kwargs.get("activation_fn", "tanh")
     if activation not in ACTIVATIONS:
         raise ConfigError(f"policy_kwargs.activation_fn must be one of {sorted(ACTIVATIONS)}, got {activation!r}.")
-    algo_class = {"ppo": RecurrentPPO, "a2c": RecurrentA2C}[config.algo]
-    check_kwargs("algo_kwargs", config.algo_kwargs, algo_class,
+    check_kwargs("algo_kwargs", config.algo_kwargs, ALGORITHMS[config.algo],
                  exclude=("policy", "env", "seed", "device", "policy_kwargs", "tensorboard_log", "verbose"))  # fmt: skip
     for key in SCHEDULE_KEYS:
         if key in config.algo_kwargs and config.algo_kwargs[key] is not None:
