@@ -71,6 +71,11 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         sys.stderr.write(f"ntm-rl: error: {error}\n")
         return 2
+    except KeyboardInterrupt:
+        sys.stderr.write(
+            "\nntm-rl: interrupted; `ntm-rl train --resume RUN_DIR` continues a run from its newest checkpoint.\n"
+        )
+        return 130
     return 0
 
 

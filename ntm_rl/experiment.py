@@ -51,7 +51,7 @@ from ntm_rl.config import (
 from ntm_rl.cores import NTMCore
 from ntm_rl.envs import CLASSIC_CONTROL, PROBES
 from ntm_rl.inspect import plot_heads, plot_weightings, record_episodes
-from ntm_rl.tracking import WandbOutputFormat, log_to_wandb, start_wandb
+from ntm_rl.tracking import WandbOutputFormat, finish_wandb, log_to_wandb, start_wandb
 from ntm_rl.vec import TorchVecEnvToSB3
 
 logger = logging.getLogger(__name__)
@@ -275,7 +275,8 @@ def train(config: ExperimentConfig | None, runs_root: str | Path = "runs", resum
     if config.logging.tensorboard:
         outputs.append(TensorBoardOutputFormat(str(run.root / "tensorboard")))
     wandb_output = None
-    if config.logging.wandb if wandb is None else wandb:
+    use_wandb = config.logging.wandb if wandb is None else wandb
+    if use_wandb:
         wandb_run = start_wandb(config.logging.wandb_project, run.root.name, run.root, config.to_dict(),
                                 config.logging.wandb_mode)  # fmt: skip
         if wandb_run is not None:
@@ -307,16 +308,13 @@ def train(config: ExperimentConfig | None, runs_root: str | Path = "runs", resum
         log_to_wandb(wandb_output, {"eval/mean_return": result["mean_return"]}, model.num_timesteps)
         if isinstance(model.policy.core, NTMCore):
             plots = inspect_agent(model, config, model.get_vec_normalize_env(), run.plots, episodes=1)
-            if wandb_output is not None:
-                import wandb as wandb_module
-
-                images = {f"memory/{p.stem}": wandb_module.Image(str(p)) for p in plots if p.suffix == ".png"}
-                log_to_wandb(wandb_output, images, model.num_timesteps)
+            log_to_wandb(
+                wandb_output, {f"memory/{p.stem}": p for p in plots if p.suffix == ".png"}, model.num_timesteps
+            )
     finally:
         model.logger.close()
         env.close()
-        if wandb_output is not None:
-            wandb_output.run.finish()
+        finish_wandb(wandb_output)
     return run, result
 
 

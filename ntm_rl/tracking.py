@@ -71,11 +71,23 @@ class WandbOutputFormat(KVWriter):
 
 
 def log_to_wandb(output: WandbOutputFormat | None, data: dict[str, Any], step: int) -> None:
-    """``run.log(data, step)``; on the first failure, warn and stop logging to wandb."""
+    """``run.log(data, step)`` (a ``Path`` value is logged as an image); on a failure, warn and stop using wandb."""
     if output is None or output.failed:
         return
     try:
-        output.run.log(data, step=step)
+        import wandb
+
+        output.run.log({k: wandb.Image(str(v)) if isinstance(v, Path) else v for k, v in data.items()}, step=step)
     except Exception as error:
         output.failed = True
         logger.warning("wandb logging failed (%s: %s); the run goes on without wandb.", type(error).__name__, error)
+
+
+def finish_wandb(output: WandbOutputFormat | None) -> None:
+    """Close the wandb run (flushing an offline run's files); a failure only warns."""
+    if output is None:
+        return
+    try:
+        output.run.finish()
+    except Exception as error:
+        logger.warning("wandb did not finish cleanly (%s: %s).", type(error).__name__, error)

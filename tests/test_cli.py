@@ -181,6 +181,7 @@ def test_wandb_without_a_key_runs_offline_and_writes_its_files(tmp_path, capsys,
     (offline,) = (only_run(tmp_path / "runs") / "wandb").glob("offline-run-*")
     (log,) = offline.glob("*.wandb")
     assert log.stat().st_size > 0
+    assert len(list(offline.glob("files/media/images/memory/*.png"))) == 2  # the memory plots
 
 
 def test_a_run_whose_wandb_fails_to_start_still_trains(tmp_path, capsys, caplog, no_wandb_key):
