@@ -2,13 +2,14 @@
 
 Ours trains on ntm-rl's batched torch CartPole (``observation="no_velocity"``) behind
 VecMonitor and VecNormalize, with rl-zoo3's tuned ppo_lstm settings for CartPoleNoVel-v1 where
-they apply (gamma 0.98, GAE 0.8, linear learning rate 1e-3 and clip 0.2, 64-unit ReLU heads),
-but 32 envs and 4 epochs by default (``--n-envs 8 --n-steps 32 --batch-size 256 --n-epochs 20``
-gives rl-zoo3's rollout shape). Every ``--eval-freq`` steps it evaluates 10 deterministic episodes; it reports env
-steps/s (training only), the wall-clock time until an evaluation first reaches 475, and the
-mean of 20 final evaluation episodes. In the same run, the baseline script
-(``shared/baselines/rppo_cartpole_novel.py``, sb3-contrib, the ``bench`` extra) trains with the
-same seeds and thread count.
+they apply (gamma 0.98, GAE 0.8, linear clip 0.2, 64-unit ReLU heads), but 64 envs, 32-step
+rollouts, training sequences of 4 steps, minibatches of 256 steps, 4 epochs and a linear learning
+rate from 2e-3 by default (``--n-envs 8 --n-steps 32 --sequence-length 32 --batch-size 256
+--n-epochs 20 --learning-rate 1e-3`` gives rl-zoo3's shape). Every ``--eval-freq`` steps it
+evaluates 20 deterministic episodes; it reports env steps/s (training only), the wall-clock time
+until an evaluation first reaches 475, and the mean of 20 final evaluation episodes. In the same
+run, the baseline script (``shared/baselines/rppo_cartpole_novel.py``, sb3-contrib, the ``bench``
+extra) trains with the same seeds and thread count.
 
     python benchmarks/cartpole_novel.py                          # NTM, LSTM, GRU; seeds 0 1 2
     python benchmarks/cartpole_novel.py --cores ntm --seeds 0 --steps 100000
@@ -30,12 +31,13 @@ from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.vec_env import VecMonitor, VecNormalize
 
 from ntm_rl.agents import RecurrentPPO
+from ntm_rl.config import LinearSchedule
 from ntm_rl.envs import CartPole
 from ntm_rl.vec import TorchVecEnvToSB3
 
 BASELINE = Path(__file__).resolve().parents[2] / "shared" / "baselines" / "rppo_cartpole_novel.py"
 CORE_KWARGS = {
-    "ntm": dict(controller_size=64, memory_size=16, word_size=8),
+    "ntm": dict(controller_size=32, memory_size=16, word_size=8),
     "lstm": dict(hidden_size=64),
     "gru": dict(hidden_size=64),
 }
@@ -67,7 +69,7 @@ class TimeToTarget(BaseCallback):
         if self.num_timesteps >= self.next_eval:
             self.next_eval += self.eval_freq
             started = time.perf_counter()
-            mean = evaluate(self.model, self.train_env, 10, self.seed)
+            mean = evaluate(self.model, self.train_env, 20, self.seed)
             self.eval_seconds += time.perf_counter() - started
             if self.reached_at is None and mean >= self.target:
                 self.reached_at = time.perf_counter() - self.start - self.eval_seconds
@@ -76,10 +78,9 @@ class TimeToTarget(BaseCallback):
 
 def run_ours(core: str, seed: int, args: argparse.Namespace) -> dict:
     env = make_env(args.n_envs)
-    schedule = lambda start: lambda progress: progress * start  # noqa: E731
     model = RecurrentPPO(
         "MlpPolicy", env, n_steps=args.n_steps, batch_size=args.batch_size, sequence_length=args.sequence_length,
-        n_epochs=args.n_epochs, gamma=0.98, gae_lambda=0.8, learning_rate=schedule(1e-3), clip_range=schedule(0.2), seed=seed,
+        n_epochs=args.n_epochs, gamma=0.98, gae_lambda=0.8, learning_rate=LinearSchedule(args.learning_rate), clip_range=LinearSchedule(0.2), seed=seed,
         policy_kwargs=dict(core=core, core_kwargs=CORE_KWARGS[core], net_arch=dict(pi=[64], vf=[64]),
                            activation_fn=torch.nn.ReLU, ortho_init=False),
     )  # fmt: skip
@@ -105,13 +106,14 @@ def main() -> None:
     parser.add_argument("--cores", nargs="+", default=["ntm", "lstm", "gru"], choices=sorted(CORE_KWARGS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=100_000)
-    # 32 envs and 4 epochs over 2,048-step rollouts: many envs amortise the per-step cost of a
-    # recurrent core; rl-zoo3's 8 envs and 20 epochs (the baseline's) run our NTM at 0.9x its speed.
-    parser.add_argument("--n-envs", type=int, default=32)
-    parser.add_argument("--n-steps", type=int, default=64)
-    parser.add_argument("--batch-size", type=int, default=512)
+    # Many envs amortise the per-step cost of a recurrent core, and 4-step training sequences its
+    # sequential unroll; rl-zoo3's 8 envs and 20 epochs (the baseline's) run our NTM at 0.9x its speed.
+    parser.add_argument("--n-envs", type=int, default=64)
+    parser.add_argument("--n-steps", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--n-epochs", type=int, default=4)
-    parser.add_argument("--sequence-length", type=int, default=16)
+    parser.add_argument("--sequence-length", type=int, default=4)
+    parser.add_argument("--learning-rate", type=float, default=2e-3, help="start of the linear schedule")
     parser.add_argument("--eval-freq", type=int, default=10_000)
     parser.add_argument("--threads", type=int, default=1, help="torch threads, ours and the baseline's")
     parser.add_argument("--baseline", type=Path, default=BASELINE, help="sb3-contrib baseline script")
