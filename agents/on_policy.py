@@ -184,9 +184,9 @@ class RecurrentOnPolicyAlgorithm(OnPolicyAlgorithm):
         episodes: list[dict[str, float]] = []  # a device env's finished episodes, for callbacks too
         if device_env is not None:
             self._episode_returns, self._episode_lengths = episode_returns, episode_lengths
-            stats = torch.stack(finished, dim=2).cpu().numpy()  # one host copy per rollout
+            stats = torch.stack(finished, dim=2).cpu().numpy()  # [2, B, T], one host copy per rollout
             episodes = [
-                {"r": float(r), "l": int(n)} for r, n in stats.transpose(1, 2, 0).reshape(-1, 2) if not np.isnan(r)
+                {"r": float(r), "l": int(n)} for r, n in stats.transpose(2, 1, 0).reshape(-1, 2) if not np.isnan(r)
             ]
             self.ep_info_buffer.extend(episodes)
         callback.update_locals(locals())

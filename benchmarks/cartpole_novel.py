@@ -2,14 +2,14 @@
 
 Ours trains on ntm-rl's batched torch CartPole (``observation="no_velocity"``) behind
 VecMonitor and VecNormalize, with rl-zoo3's tuned ppo_lstm settings for CartPoleNoVel-v1 where
-they apply (gamma 0.98, GAE 0.8, linear clip 0.2, 64-unit ReLU heads), but 64 envs, 32-step
-rollouts, training sequences of 4 steps, minibatches of 256 steps, 4 epochs and a linear learning
-rate from 2e-3 by default (``--n-envs 8 --n-steps 32 --sequence-length 32 --batch-size 256
---n-epochs 20 --learning-rate 1e-3`` gives rl-zoo3's shape). Every ``--eval-freq`` steps it
-evaluates 20 deterministic episodes; it reports env steps/s (training only), the wall-clock time
-until an evaluation first reaches 475, and the mean of 20 final evaluation episodes. In the same
-run, the baseline script (``shared/baselines/rppo_cartpole_novel.py``, sb3-contrib, the ``bench``
-extra) trains with the same seeds and thread count.
+they apply (gamma 0.98, GAE 0.8, linear clip 0.2, 64-unit ReLU heads, linear learning rate) and 4
+epochs; each core has its own rollout shape and learning rate (``CORE_SETTINGS``: the NTM 64 envs,
+4-step training sequences, minibatches of 256, learning rate from 2e-3; LSTM and GRU 32 envs,
+16-step sequences, minibatches of 512, from 1e-3). Every ``--eval-freq`` steps it evaluates 20
+deterministic episodes; it reports env steps/s (training only), the wall-clock time until an
+evaluation first reaches 475, and the mean of 20 final evaluation episodes. In the same run, the
+baseline script (``shared/baselines/rppo_cartpole_novel.py``, sb3-contrib, the ``bench`` extra)
+trains with the same seeds and thread count.
 
     python benchmarks/cartpole_novel.py                          # NTM, LSTM, GRU; seeds 0 1 2
     python benchmarks/cartpole_novel.py --cores ntm --seeds 0 --steps 100000
@@ -36,11 +36,18 @@ from ntm_rl.envs import CartPole
 from ntm_rl.vec import TorchVecEnvToSB3
 
 BASELINE = Path(__file__).resolve().parents[2] / "shared" / "baselines" / "rppo_cartpole_novel.py"
-CORE_KWARGS = {
-    "ntm": dict(controller_size=32, memory_size=16, word_size=8),
-    "lstm": dict(hidden_size=64),
-    "gru": dict(hidden_size=64),
-}
+# Each core with the rollout shape and learning rate that suit it (command-line flags override):
+# the NTM's per-step cost favours many envs and short training sequences, where the LSTM and GRU
+# learn more reliably from 32 envs, 16-step sequences and larger minibatches.
+CORE_SETTINGS = {
+    "ntm": dict(core_kwargs=dict(controller_size=32, memory_size=16, word_size=8), n_envs=64, n_steps=32,
+                batch_size=256, sequence_length=4, learning_rate=2e-3),
+    "lstm": dict(core_kwargs=dict(hidden_size=64), n_envs=32, n_steps=64, batch_size=512, sequence_length=16,
+                 learning_rate=1e-3),
+    "gru": dict(core_kwargs=dict(hidden_size=64), n_envs=32, n_steps=64, batch_size=512, sequence_length=16,
+                learning_rate=1e-3),
+}  # fmt: skip
+SHAPE = ("n_envs", "n_steps", "batch_size", "sequence_length", "learning_rate")
 
 
 def make_env(n_envs: int) -> VecNormalize:
@@ -77,11 +84,13 @@ class TimeToTarget(BaseCallback):
 
 
 def run_ours(core: str, seed: int, args: argparse.Namespace) -> dict:
-    env = make_env(args.n_envs)
+    settings = CORE_SETTINGS[core] | {k: getattr(args, k) for k in SHAPE if getattr(args, k) is not None}
+    env = make_env(settings["n_envs"])
     model = RecurrentPPO(
-        "MlpPolicy", env, n_steps=args.n_steps, batch_size=args.batch_size, sequence_length=args.sequence_length,
-        n_epochs=args.n_epochs, gamma=0.98, gae_lambda=0.8, learning_rate=LinearSchedule(args.learning_rate), clip_range=LinearSchedule(0.2), seed=seed,
-        policy_kwargs=dict(core=core, core_kwargs=CORE_KWARGS[core], net_arch=dict(pi=[64], vf=[64]),
+        "MlpPolicy", env, n_steps=settings["n_steps"], batch_size=settings["batch_size"],
+        sequence_length=settings["sequence_length"], n_epochs=args.n_epochs, gamma=0.98, gae_lambda=0.8,
+        learning_rate=LinearSchedule(settings["learning_rate"]), clip_range=LinearSchedule(0.2), seed=seed,
+        policy_kwargs=dict(core=core, core_kwargs=settings["core_kwargs"], net_arch=dict(pi=[64], vf=[64]),
                            activation_fn=torch.nn.ReLU, ortho_init=False),
     )  # fmt: skip
     timer = TimeToTarget(env, args.eval_freq, 475.0, seed + 1000)
@@ -103,17 +112,17 @@ def run_baseline(seed: int, args: argparse.Namespace) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cores", nargs="+", default=["ntm", "lstm", "gru"], choices=sorted(CORE_KWARGS))
+    parser.add_argument("--cores", nargs="+", default=["ntm", "lstm", "gru"], choices=sorted(CORE_SETTINGS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=100_000)
-    # Many envs amortise the per-step cost of a recurrent core, and 4-step training sequences its
-    # sequential unroll; rl-zoo3's 8 envs and 20 epochs (the baseline's) run our NTM at 0.9x its speed.
-    parser.add_argument("--n-envs", type=int, default=64)
-    parser.add_argument("--n-steps", type=int, default=32)
-    parser.add_argument("--batch-size", type=int, default=256)
+    # Left out, the rollout shape and learning rate are each core's (CORE_SETTINGS); rl-zoo3's 8 envs,
+    # 32-step sequences and 20 epochs (the baseline's shape) run our NTM at 0.9x the baseline's speed.
+    parser.add_argument("--n-envs", type=int)
+    parser.add_argument("--n-steps", type=int)
+    parser.add_argument("--batch-size", type=int)
     parser.add_argument("--n-epochs", type=int, default=4)
-    parser.add_argument("--sequence-length", type=int, default=4)
-    parser.add_argument("--learning-rate", type=float, default=2e-3, help="start of the linear schedule")
+    parser.add_argument("--sequence-length", type=int)
+    parser.add_argument("--learning-rate", type=float, help="start of the linear schedule")
     parser.add_argument("--eval-freq", type=int, default=10_000)
     parser.add_argument("--threads", type=int, default=1, help="torch threads, ours and the baseline's")
     parser.add_argument("--baseline", type=Path, default=BASELINE, help="sb3-contrib baseline script")

@@ -35,7 +35,7 @@ class ProgressBar(BaseCallback):
         self.total, self.stream, self.width = total_timesteps, stream or sys.stderr, width
         self.interactive = self.stream.isatty()
         self._start_time = self._start_steps = 0.0
-        self._next_print = 0
+        self._next_print = self._printed_at = 0
 
     def _on_training_start(self) -> None:
         self._start_time, self._start_steps = time.perf_counter(), self.num_timesteps
@@ -50,7 +50,7 @@ class ProgressBar(BaseCallback):
             self._draw(end="\r" if self.interactive else "\n")
 
     def _on_training_end(self) -> None:
-        if self.interactive:  # the last line was drawn in place: redraw it, then move on
+        if self.interactive or self._printed_at != self.num_timesteps:  # end on a line with the final count
             self._draw(end="\n")
 
     def _draw(self, end: str) -> None:
@@ -61,9 +61,11 @@ class ProgressBar(BaseCallback):
         episodes = self.model.ep_info_buffer
         mean_return = f"{np.mean([e['r'] for e in episodes]):.3g}" if episodes else "-"
         bar = "#" * int(done * self.width) + "." * (self.width - int(done * self.width))
+        clear = "\x1b[K" if self.interactive else ""  # erase what a longer previous line left
         self.stream.write(f"[{bar}] {self.num_timesteps:,}/{self.total:,} steps | {rate:,.0f} steps/s | "
-                          f"mean return {mean_return} | {max(left, 0):.0f} s left  {end}")  # fmt: skip
+                          f"mean return {mean_return} | {max(left, 0):.0f} s left{clear}{end}")  # fmt: skip
         self.stream.flush()
+        self._printed_at = self.num_timesteps
 
 
 class PeriodicSave(BaseCallback):

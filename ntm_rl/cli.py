@@ -68,12 +68,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         {"train": _train, "eval": _eval, "inspect": _inspect, "list": _list}[args.command](args)
-    except ConfigError as error:
+    except (ConfigError, OSError) as error:  # OSError: a path that cannot be read or written
         sys.stderr.write(f"ntm-rl: error: {error}\n")
         return 2
     except KeyboardInterrupt:
         sys.stderr.write(
-            "\nntm-rl: interrupted; `ntm-rl train --resume RUN_DIR` continues a run from its newest checkpoint.\n"
+            "\nntm-rl: interrupted; `ntm-rl train --resume RUN_DIR` continues the run (its directory is logged at the start) from its newest checkpoint.\n"
         )
         return 130
     return 0

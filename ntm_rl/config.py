@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import torch
 import yaml
 from torch import nn
 
@@ -198,8 +199,19 @@ def _check_type(key: str, value: Any, kind: Any) -> Any:
     else:
         ok = isinstance(value, expected)
     if not ok:
-        raise ConfigError(f"{key} must be {_type_name(expected)}, got {value!r} ({type(value).__name__}).")
+        hint = ""
+        if expected in (int, float) and isinstance(value, str) and _is_number(value):
+            hint = " (YAML reads 1e5 as text: write 100000 or 1.0e5)"
+        raise ConfigError(f"{key} must be {_type_name(expected)}, got {value!r} ({type(value).__name__}){hint}.")
     return value
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _build(cls: type, data: Any, prefix: str) -> Any:
@@ -269,7 +281,7 @@ def validate(config: ExperimentConfig) -> None:
     """Check the keyword sections and cross-field rules; raise :class:`ConfigError` on the first mistake."""
     # The classes the keyword sections go to; imported here, as the experiment module imports this one.
     from ntm_rl.cores import CORES
-    from ntm_rl.experiment import ALGORITHMS, env_class, resolve_device
+    from ntm_rl.experiment import ALGORITHMS, env_class
     from ntm_rl.policies import RecurrentActorCriticPolicy
 
     for name in ("total_timesteps", "checkpoint_freq", "keep_checkpoints", "env.n_envs", "eval.episodes"):
@@ -278,8 +290,12 @@ def validate(config: ExperimentConfig) -> None:
             raise ConfigError(f"{name} must be at least 1, got {value}.")
     if config.torch_threads is not None and config.torch_threads < 1:
         raise ConfigError(f"torch_threads must be at least 1 or null, got {config.torch_threads}.")
-    if config.logging.memory_metrics_freq < 0 or config.logging.log_interval < 1:
-        raise ConfigError("logging.memory_metrics_freq must be >= 0 and logging.log_interval >= 1.")
+    if config.logging.memory_metrics_freq < 0:
+        raise ConfigError(
+            f"logging.memory_metrics_freq must be >= 0 (0: off), got {config.logging.memory_metrics_freq}."
+        )
+    if config.logging.log_interval < 1:
+        raise ConfigError(f"logging.log_interval must be at least 1, got {config.logging.log_interval}.")
 
     target = env_class(config.env.id)  # raises ConfigError with the nearest id
     if target is not None:
@@ -297,7 +313,11 @@ def validate(config: ExperimentConfig) -> None:
         if key in config.algo_kwargs and config.algo_kwargs[key] is not None:
             parse_schedule(key, config.algo_kwargs[key])
 
-    resolve_device(config.device)
+    if config.device != "auto":  # whether this machine has the device is checked where it is used
+        try:
+            torch.device(config.device)
+        except RuntimeError:
+            raise ConfigError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {config.device!r}.") from None
 
 
 def to_yaml(config: ExperimentConfig) -> str:

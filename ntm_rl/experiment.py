@@ -22,17 +22,22 @@ import datetime
 import io
 import json
 import logging
+import math
 import os
 import pickle
 import random
+import shutil
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 import torch
+from gymnasium import spaces
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.logger import CSVOutputFormat, Logger, TensorBoardOutputFormat
+from stable_baselines3.common.preprocessing import is_image_space
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecMonitor, VecNormalize
 
 from ntm_rl.agents import RecurrentA2C, RecurrentPPO
@@ -119,6 +124,12 @@ def resolve_device(device: str) -> torch.device:
 
 def make_model(config: ExperimentConfig, env: VecEnv, device: torch.device) -> RecurrentOnPolicyAlgorithm:
     """A fresh agent for ``config`` on ``env``."""
+    space = env.observation_space
+    is_dict = isinstance(space, spaces.Dict)
+    if is_dict != (config.policy == "MultiInputPolicy") or (config.policy == "CnnPolicy" and not is_image_space(space)):
+        fitting = "MultiInputPolicy" if is_dict else "CnnPolicy" if is_image_space(space) else "MlpPolicy"
+        raise ConfigError(f"policy {config.policy!r} does not fit {config.env.id}'s observations ({space}); "
+                          f"use policy={fitting}.")  # fmt: skip
     algo_kwargs = dict(config.algo_kwargs)
     for key in SCHEDULE_KEYS:
         if algo_kwargs.get(key) is not None:
@@ -133,6 +144,18 @@ def make_model(config: ExperimentConfig, env: VecEnv, device: torch.device) -> R
 
 
 # ------------------------------------------------------------------------- run directory
+def step_of(checkpoint: Path) -> int:
+    """The env-step count in a checkpoint's name, ``step_<N>.zip`` or ``.pkl``."""
+    return int(checkpoint.stem.removeprefix("step_"))
+
+
+def model_bytes(model: RecurrentOnPolicyAlgorithm) -> bytes:
+    """The agent as SB3's zip, in memory (so that it can be written atomically)."""
+    buffer = io.BytesIO()
+    model.save(buffer)
+    return buffer.getvalue()
+
+
 def atomic_write(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that ``path`` is never seen partly written."""
     temporary = path.with_name(path.name + ".tmp")
@@ -181,7 +204,7 @@ class RunDirectory:
 
     def checkpoint_steps(self) -> list[int]:
         """Env-step counts of the whole checkpoints (both files present), oldest first."""
-        steps = [int(p.stem.split("_")[1]) for p in self.checkpoints.glob("step_*.zip")]
+        steps = [step_of(p) for p in self.checkpoints.glob("step_*.zip")]
         return sorted(s for s in steps if self._extras(s).exists())
 
     def checkpoint_file(self, steps: int) -> Path:
@@ -196,12 +219,13 @@ class RunDirectory:
         normalizer = model.get_vec_normalize_env()
         extras = {"num_timesteps": steps, "vecnormalize": normalizer, "rng": _rng_states()}
         atomic_write(self._extras(steps), pickle.dumps(extras))
-        buffer = io.BytesIO()
-        model.save(buffer)
-        atomic_write(self.checkpoint_file(steps), buffer.getvalue())
+        atomic_write(self.checkpoint_file(steps), model_bytes(model))
         for old in self.checkpoint_steps()[:-keep]:
             self.checkpoint_file(old).unlink()
             self._extras(old).unlink()
+        for orphan in self.checkpoints.glob("step_*.pkl"):  # a kill between a checkpoint's two writes
+            if not self.checkpoint_file(step_of(orphan)).exists():
+                orphan.unlink()
         return self.checkpoint_file(steps)
 
     def load_extras(self, steps: int) -> dict[str, Any]:
@@ -245,30 +269,41 @@ def train(config: ExperimentConfig | None, runs_root: str | Path = "runs", resum
     """
     if (config is None) == (resume is None):
         raise ConfigError("give either a config to train or a run directory to resume, not both.")
-    run = RunDirectory.find(resume) if resume is not None else RunDirectory.create(config, runs_root)
     if resume is not None:
+        run = RunDirectory.find(resume)
         config = run.config
-        for leftover in run.checkpoints.glob("*.tmp"):  # a write the kill interrupted
+        for leftover in [*run.root.glob("*.tmp"), *run.checkpoints.glob("*.tmp")]:  # writes a kill interrupted
             leftover.unlink()
     device = resolve_device(device or config.device)
     if config.torch_threads is not None:
         torch.set_num_threads(config.torch_threads)
+    if resume is None:
+        run = RunDirectory.create(config, runs_root)
+    logger.info("run directory: %s", run.root)
+
     steps = run.checkpoint_steps()
     resumed_at = steps[-1] if resume is not None and steps else 0
+    if resume is not None and not resumed_at:
+        logger.warning("%s has no checkpoint yet: training starts from step 0.", run.root)
     # A resumed run keeps its episodes in a monitor file of its own (SB3's load_results reads all).
     monitor_file = run.root / f"resumed-{resumed_at}.monitor.csv" if resumed_at else run.monitor_file
-    env = make_env(config, config.env.n_envs, device, monitor_file=monitor_file)
-    if resumed_at:
-        extras = run.load_extras(resumed_at)
-        if extras["vecnormalize"] is not None:  # the statistics the run had, over the fresh envs
-            extras["vecnormalize"].set_venv(env.venv)
-            env = extras["vecnormalize"]
-        model = ALGORITHMS[config.algo].load(run.checkpoint_file(resumed_at), env=env, device=device)
-        _restore_rng_states(extras["rng"])
-        env.seed(config.seed + resumed_at)  # fresh episodes, not a replay of the first ones
-        logger.info("resuming %s at %d env steps", run.root, resumed_at)
-    else:
-        model = make_model(config, env, device)
+    try:
+        env = make_env(config, config.env.n_envs, device, monitor_file=monitor_file)
+        if resumed_at:
+            extras = run.load_extras(resumed_at)
+            if extras["vecnormalize"] is not None:  # the statistics the run had, over the fresh envs
+                extras["vecnormalize"].set_venv(env.venv)
+                env = extras["vecnormalize"]
+            model = ALGORITHMS[config.algo].load(run.checkpoint_file(resumed_at), env=env, device=device)
+            _restore_rng_states(extras["rng"])
+            env.seed(config.seed + resumed_at)  # fresh episodes, not a replay of the first ones
+            logger.info("resuming %s at %d env steps", run.root, resumed_at)
+        else:
+            model = make_model(config, env, device)
+    except ConfigError:
+        if resume is None:  # nothing was trained: leave no empty run behind
+            shutil.rmtree(run.root)
+        raise
 
     suffix = "" if not resumed_at else f"-resumed-{resumed_at}"
     outputs = [CSVOutputFormat(str(run.root / f"progress{suffix}.csv"))]
@@ -295,11 +330,9 @@ def train(config: ExperimentConfig | None, runs_root: str | Path = "runs", resum
         model.learn(max(config.total_timesteps - model.num_timesteps, 0), callback=callbacks,
                     log_interval=config.logging.log_interval, reset_num_timesteps=not resumed_at)  # fmt: skip
         run.save_checkpoint(model, config.keep_checkpoints)
-        buffer = io.BytesIO()
-        model.save(buffer)
-        atomic_write(run.final_model, buffer.getvalue())
-        if model.get_vec_normalize_env() is not None:
+        if model.get_vec_normalize_env() is not None:  # before the model that needs it
             atomic_write(run.final_normalizer, pickle.dumps(model.get_vec_normalize_env()))
+        atomic_write(run.final_model, model_bytes(model))
 
         result = evaluate(model, config, model.get_vec_normalize_env(), config.eval.episodes,
                           config.eval.deterministic, device)  # fmt: skip
@@ -325,12 +358,23 @@ def load_agent(path: str | Path, device: str = "auto"):
     config = run.config
     path = Path(path)
     model_file = path if path.suffix == ".zip" else run.model_file()
+    try:
+        model = ALGORITHMS[config.algo].load(model_file, device=resolve_device(device))
+    except (ValueError, KeyError, OSError, zipfile.BadZipFile) as error:
+        raise ConfigError(
+            f"could not load the agent in {str(model_file)!r} ({type(error).__name__}: {error})."
+        ) from None
     normalizer = None
-    if model_file == run.final_model and run.final_normalizer.exists():
-        normalizer = pickle.loads(run.final_normalizer.read_bytes())
-    elif model_file.parent == run.checkpoints:
-        normalizer = run.load_extras(int(model_file.stem.split("_")[1]))["vecnormalize"]
-    model = ALGORITHMS[config.algo].load(model_file, device=resolve_device(device))
+    if config.env.normalize:  # the statistics saved with this model
+        if model_file == run.final_model and run.final_normalizer.exists():
+            normalizer = pickle.loads(run.final_normalizer.read_bytes())
+        elif run.checkpoint_file(model.num_timesteps).exists():
+            normalizer = run.load_extras(model.num_timesteps)["vecnormalize"]
+        else:
+            raise ConfigError(
+                f"{str(model_file)!r} was trained with normalised observations, but no statistics saved at "
+                f"{model.num_timesteps} steps were found; use the run's model.zip or a checkpoint."
+            )
     return model, config, normalizer
 
 
@@ -374,6 +418,6 @@ def inspect_agent(model: RecurrentOnPolicyAlgorithm, config: ExperimentConfig, n
                     plot_weightings(trace, out_dir / f"episode_{index}_weightings.png", title),
                     plot_heads(trace, out_dir / f"episode_{index}_heads.png", title)]  # fmt: skip
         metrics.append(trace.metrics())
-    metrics = [{key: None if value != value else value for key, value in m.items()} for m in metrics]  # NaN -> null
+    metrics = [{k: None if isinstance(v, float) and math.isnan(v) else v for k, v in m.items()} for m in metrics]
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return [*written, out_dir / "metrics.json"]

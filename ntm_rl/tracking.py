@@ -43,6 +43,10 @@ def start_wandb(project: str, name: str, directory: Path, config: dict[str, Any]
         id_file.write_text(run_id)
         run = wandb.init(project=project, name=name, id=run_id, resume="allow", dir=str(directory), config=config,
                          mode=mode, settings=wandb.Settings(silent=True, init_timeout=60))  # fmt: skip
+        # Steps are env steps, logged as a field: a resumed run logs again steps that wandb's own
+        # step counter has passed, and wandb would drop those.
+        run.define_metric("global_step")
+        run.define_metric("*", step_metric="global_step")
     except Exception as error:  # wandb must never stop a run
         logger.warning("wandb did not start (%s: %s); training goes on without it.", type(error).__name__, error)
         return None
@@ -77,7 +81,8 @@ def log_to_wandb(output: WandbOutputFormat | None, data: dict[str, Any], step: i
     try:
         import wandb
 
-        output.run.log({k: wandb.Image(str(v)) if isinstance(v, Path) else v for k, v in data.items()}, step=step)
+        images = {k: wandb.Image(str(v)) if isinstance(v, Path) else v for k, v in data.items()}
+        output.run.log(images | {"global_step": step})
     except Exception as error:
         output.failed = True
         logger.warning("wandb logging failed (%s: %s); the run goes on without wandb.", type(error).__name__, error)

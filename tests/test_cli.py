@@ -2,6 +2,7 @@
 
 import json
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -104,20 +105,29 @@ def test_list_shows_envs_cores_and_configs(capsys):
         (["eval", "{tmp}"], "no config.yaml in or above"),
         (["eval", "{tmp}", "--episodes", "0"], "--episodes must be at least 1"),
         (["eval", "{tmp}", "--episodes", "many"], "invalid int value: 'many'"),
+        (["train", "{config}", "policy=CnnPolicy"], "policy 'CnnPolicy' does not fit ntm_rl/TMaze-v0's observations"),
+        (["train", "{config}", "--runs-root", "{config}/runs"], "Not a directory"),
+        (["eval", "{tmp}/fake_run/model.zip"], "could not load the agent"),
+        (["inspect", "{tmp}/fake_run", "--out", "{config}"], "could not load the agent"),
         (["fly"], "invalid choice: 'fly'"),
     ],
 )
 def test_user_errors_print_one_line_and_exit_2(tmp_path, capsys, argv, message):
     config = write_config(tmp_path)
+    (tmp_path / "fake_run").mkdir()  # a run directory whose model is not a zip
+    (tmp_path / "fake_run" / "config.yaml").write_text(config.read_text())
+    (tmp_path / "fake_run" / "model.zip").write_text("not a zip")
     argv = [a.format(config=config, tmp=tmp_path) for a in argv]
+    if argv[0] == "train" and "--runs-root" not in argv:
+        argv += ["--runs-root", str(tmp_path / "runs")]
     try:
-        code, out, err = run_cli(capsys, *argv, "--runs-root", str(tmp_path / "runs")) if argv[0] == "train" else \
-            run_cli(capsys, *argv)  # fmt: skip
+        code, out, err = run_cli(capsys, *argv)
     except SystemExit as exit_:  # argparse's own errors
         code, err = exit_.code, capsys.readouterr().err
     assert code == 2
     assert len(err.strip().splitlines()) == 1 and err.startswith("ntm-rl: error: ") and message in err
     assert "Traceback" not in err
+    assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").iterdir())  # no run left behind
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is present here")
@@ -134,7 +144,7 @@ def test_inspect_of_an_lstm_agent_says_it_needs_an_ntm(tmp_path, capsys):
 
 
 def test_sigkill_after_a_checkpoint_then_resume_finishes_the_run(tmp_path):
-    config = write_config(tmp_path, total_timesteps=12_288, checkpoint_freq=1024)
+    config = write_config(tmp_path, total_timesteps=12_288, checkpoint_freq=1024, env=TINY["env"] | {"normalize": True})
     command = [sys.executable, "-m", "ntm_rl.cli", "train", str(config), "--runs-root", str(tmp_path / "runs")]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
@@ -165,6 +175,14 @@ def test_sigkill_after_a_checkpoint_then_resume_finishes_the_run(tmp_path):
     column = first_logged[0].split(",").index("time/total_timesteps")
     assert int(first_logged[1].split(",")[column]) == result["resumed_at"] + 64  # counting on, not from 0
     assert not list((run / "checkpoints").glob("*.tmp"))
+    # The normalisation statistics went on from the checkpoint's, not from scratch.
+    checkpoint_count = pickle.loads((run / "checkpoints" / f"step_{killed_at}.pkl").read_bytes())[
+        "vecnormalize"
+    ].obs_rms.count
+    final_count = pickle.loads((run / "vecnormalize.pkl").read_bytes()).obs_rms.count
+    assert final_count >= result["resumed_at"] + (12_288 - result["resumed_at"])  # every step's observations
+    if result["resumed_at"] == killed_at:
+        assert final_count > checkpoint_count
 
 
 @pytest.fixture
@@ -216,3 +234,19 @@ def test_a_checkpoint_holds_optimiser_normalisation_and_rng_states(tmp_path):
     )
     _restore_rng_states(extras["rng"])
     torch.testing.assert_close(torch.rand(3), expected_draw)
+
+
+def test_progress_bar_reports_steps_rate_and_return():
+    import io
+
+    from ntm_rl.callbacks import ProgressBar
+    from ntm_rl.envs import TMaze
+    from ntm_rl.vec import TorchVecEnvToSB3
+
+    model = RecurrentPPO("MlpPolicy", TorchVecEnvToSB3(TMaze(4, corridor_length=3)), n_steps=16, batch_size=32,
+                         sequence_length=8, n_epochs=1, policy_kwargs=dict(core="gru", core_kwargs=dict(hidden_size=8)))  # fmt: skip
+    stream = io.StringIO()  # not a terminal: one line per tenth, and the last
+    model.learn(640, callback=ProgressBar(640, stream=stream))
+    lines = stream.getvalue().splitlines()
+    assert 5 <= len(lines) <= 11 and lines[-1].startswith("[" + "#" * 30 + "] 640/640 steps")
+    assert "steps/s | mean return " in lines[-1] and "mean return -" not in lines[-1]

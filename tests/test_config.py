@@ -7,6 +7,7 @@ import torch
 import yaml
 
 from ntm_rl.config import ConfigError, LinearSchedule, apply_override, config_from_dict, load_config, parse_schedule
+from ntm_rl.experiment import resolve_device
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
 MINIMAL = {"name": "t", "env": {"id": "ntm_rl/TMaze-v0"}}
@@ -58,6 +59,7 @@ def test_schedules():
         (MINIMAL | {"env": {"id": "ntm_rl/TMaze-v0", "kwargs": {"corridor": 3}}}, "did you mean 'corridor_length'?"),
         (MINIMAL | {"total_timesteps": "many"}, "total_timesteps must be int, got 'many' (str)"),
         (MINIMAL | {"total_timesteps": True}, "total_timesteps must be int, got True (bool)"),
+        (MINIMAL | {"total_timesteps": "1e5"}, "YAML reads 1e5 as text: write 100000 or 1.0e5"),
         (MINIMAL | {"core_kwargs": {"memory_size": 1.5}}, "core_kwargs.memory_size must be int, got 1.5"),
         (MINIMAL | {"core": "transformer"}, "core must be one of 'ntm', 'lstm', 'gru', got 'transformer'"),
         (MINIMAL | {"algo_kwargs": {"learning_rate": "fast"}}, "must be a number or 'lin_<start>'"),
@@ -79,9 +81,10 @@ def test_mistakes_raise_a_config_error_that_names_the_key_and_the_fix(data, mess
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is present here")
-def test_asking_for_cuda_where_there_is_none():
+def test_a_config_for_cuda_loads_anywhere_but_cannot_run_where_there_is_none():
+    config = config_from_dict(MINIMAL | {"device": "cuda"})  # e.g. a run made on a GPU machine, evaluated here
     with pytest.raises(ConfigError, match="CUDA is not available here; use device=cpu or auto"):
-        config_from_dict(MINIMAL | {"device": "cuda"})
+        resolve_device(config.device)
 
 
 def test_file_errors(tmp_path):
