@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # One prepared run on a lent GPU machine (H100 or H200): the whole test suite there (CUDA tests
-# included), the core speed benchmark on CUDA (eager and compiled) and the torch CartPole at
-# B=65,536. Installs nothing from the network. That machine's image has torch and pytest; the
-# environments also need gymnasium, stable-baselines3 and ale-py, carried as cp312 wheels in
-# .whl/ (downloaded here with `pip download --only-binary=:all: --python-version 3.12 ...`).
+# included), the core speed benchmark on CUDA (eager and compiled), the torch CartPole at
+# B=65,536 and recurrent PPO with a device-resident env at B=4,096 and 16,384. Installs nothing
+# from the network. That machine's image has torch and pytest; the environments also need
+# gymnasium, stable-baselines3 and ale-py, carried as cp312 wheels in .whl/ (downloaded here
+# with `pip download --only-binary=:all: --python-version 3.12 ...`).
 #
 #   bash benchmarks/gpu_check.sh            # results under $OUT (or ./gpu_results)
 set -uo pipefail
@@ -23,3 +24,5 @@ timeout 300 python3 benchmarks/core_speed.py --device cuda --batch-sizes 256 409
   | tee "$out/core_speed_cuda.txt"
 timeout 200 python3 benchmarks/env_speed.py --device cuda --torch-envs 65536 --skip-atari 2>&1 \
   | tee "$out/env_speed_cuda.txt"
+timeout 240 python3 benchmarks/agent_speed.py --device cuda --num-envs 4096 16384 --skip-baseline 2>&1 \
+  | tee "$out/agent_speed_cuda.txt"
