@@ -135,7 +135,9 @@ def _list(args: argparse.Namespace) -> None:
     print("environments (any registered gymnasium id works too):")
     for env_id in [*TORCH_ENVS, ATARI_ID]:
         parameters = inspect.signature(env_class(env_id)).parameters.values()
-        keywords = " ".join(f"{p.name}={p.default!r}" for p in parameters if p.name not in ("num_envs", "device"))
+        keywords = " ".join(
+            f"{p.name}={p.default!r}" for p in parameters if p.name not in ("num_envs", "device", "training")
+        )
         print(f"  {env_id:32s} {keywords}")
     print(f"cores: {', '.join(CORES)}")
     print(f"algorithms: {', '.join(ALGORITHMS)}")

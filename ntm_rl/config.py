@@ -299,7 +299,8 @@ def validate(config: ExperimentConfig) -> None:
 
     target = env_class(config.env.id)  # raises ConfigError with the nearest id
     if target is not None:
-        check_kwargs("env.kwargs", config.env.kwargs, target, exclude=("num_envs", "device"))
+        # The command sets these: the batch size, the device, and training vs evaluation mode (Atari).
+        check_kwargs("env.kwargs", config.env.kwargs, target, exclude=("num_envs", "device", "training"))
     check_kwargs("core_kwargs", config.core_kwargs, CORES[config.core], exclude=("input_dim",))
     check_kwargs("policy_kwargs", config.policy_kwargs, RecurrentActorCriticPolicy,
                  exclude=("observation_space", "action_space", "lr_schedule", "core", "core_kwargs",
