@@ -268,7 +268,7 @@ def train(config: ExperimentConfig | None, runs_root: str | Path = "runs", resum
     :return: the run directory and the final evaluation.
     """
     if (config is None) == (resume is None):
-        raise ConfigError("give either a config to train or a run directory to resume, not both.")
+        raise ConfigError("give exactly one of a config to train and a run directory to resume.")
     if resume is not None:
         run = RunDirectory.find(resume)
         config = run.config
