@@ -17,21 +17,14 @@ import json
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import torch
+from cartpole_novel import BASELINE, CORE_SETTINGS  # the sibling benchmark: one baseline, one set of cores
 from stable_baselines3.common.callbacks import BaseCallback
 
 from ntm_rl.agents import RecurrentPPO
 from ntm_rl.envs import CartPole
 from ntm_rl.vec import TorchVecEnvToSB3
-
-BASELINE = Path(__file__).resolve().parents[2] / "shared" / "baselines" / "rppo_cartpole_novel.py"
-CORE_KWARGS = {
-    "ntm": dict(controller_size=32, memory_size=16, word_size=8),
-    "lstm": dict(hidden_size=64),
-    "gru": dict(hidden_size=64),
-}
 
 
 class RolloutTimer(BaseCallback):
@@ -64,7 +57,7 @@ def measure(core: str, num_envs: int, args: argparse.Namespace) -> dict:
     model = RecurrentPPO(
         "MlpPolicy", env, n_steps=n_steps, batch_size=max(256, num_envs * n_steps // 8), sequence_length=4,
         n_epochs=4, learning_rate=1e-3, gamma=0.98, gae_lambda=0.8, device=device, seed=0,
-        policy_kwargs=dict(core=core, core_kwargs=CORE_KWARGS[core], net_arch=dict(pi=[64], vf=[64])),
+        policy_kwargs=dict(core=core, core_kwargs=CORE_SETTINGS[core]["core_kwargs"], net_arch=dict(pi=[64], vf=[64])),
     )  # fmt: skip
     model.learn(num_envs * n_steps)  # warm-up: allocations, kernels
     steps = max(args.rollouts, 1) * num_envs * n_steps
@@ -81,7 +74,7 @@ def measure(core: str, num_envs: int, args: argparse.Namespace) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--cores", nargs="+", default=["ntm", "lstm", "gru"], choices=sorted(CORE_KWARGS))
+    parser.add_argument("--cores", nargs="+", default=["ntm", "lstm", "gru"], choices=sorted(CORE_SETTINGS))
     parser.add_argument("--num-envs", nargs="+", type=int, default=[64, 1024])
     parser.add_argument("--rollouts", type=int, default=4, help="timed rollouts (each followed by an update)")
     parser.add_argument("--threads", type=int, default=1)
