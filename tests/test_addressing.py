@@ -151,3 +151,43 @@ def test_cosine_similarity_gradients():
     keys = torch.randn(2, 3, 3, generator=generator, dtype=torch.float64)
     inputs = (memory.requires_grad_(True), keys.requires_grad_(True))
     assert torch.autograd.gradcheck(lambda m, k: addressing.cosine_similarity(m, k, 1e-6), inputs)
+
+
+def _address_inputs(shift_range: int, generator: torch.Generator, dtype=torch.float64):
+    def leaf(*shape, transform=lambda t: t):
+        return transform(torch.randn(*shape, generator=generator, dtype=dtype)).requires_grad_(True)
+
+    return (
+        leaf(2, 6, 3),  # memory
+        leaf(2, 3, 3, transform=torch.tanh),  # keys
+        leaf(2, 3, transform=torch.nn.functional.softplus),  # strengths
+        leaf(2, 3, transform=torch.sigmoid),  # gates
+        leaf(2, 3, 2 * shift_range + 1, transform=lambda t: t.softmax(-1)),  # shifts
+        leaf(2, 3, transform=lambda t: 1 + torch.nn.functional.softplus(t)),  # sharpening
+        leaf(2, 3, 6, transform=lambda t: t.softmax(-1)),  # previous weightings
+    )
+
+
+def _address_composed(memory, keys, strengths, gates, shifts, sharpening, previous, eps=1e-6):
+    weights = addressing.content_weighting(memory, keys, strengths, eps)
+    weights = addressing.interpolate(weights, previous, gates)
+    return addressing.sharpen(addressing.shift(weights, shifts), sharpening)
+
+
+@pytest.mark.parametrize("shift_range", [0, 1, 2])
+def test_address_equals_the_composed_steps_with_their_gradients(shift_range):
+    inputs = _address_inputs(shift_range, torch.Generator().manual_seed(shift_range))
+    fused = addressing.address(*inputs, eps=1e-6)
+    composed = _address_composed(*inputs)
+    torch.testing.assert_close(fused, composed)
+    grad = torch.randn_like(fused)
+    fused_grads = torch.autograd.grad(fused, inputs, grad)
+    composed_grads = torch.autograd.grad(composed, inputs, grad)
+    for name, got, expected in zip(
+        ["memory", "keys", "strengths", "gates", "shifts", "sharpening", "previous"],
+        fused_grads,
+        composed_grads,
+        strict=True,
+    ):
+        torch.testing.assert_close(got, expected, msg=lambda m, name=name: f"gradient of {name}: {m}")
+    assert torch.autograd.gradcheck(lambda *args: addressing.address(*args, eps=1e-6), inputs)

@@ -199,10 +199,9 @@ class NTMCore(MemoryCore):
         strength, gate = F.softplus(strength).squeeze(-1), torch.sigmoid(gate).squeeze(-1)
         shift, sharpening = torch.softmax(shift, dim=-1), 1.0 + F.softplus(sharpening).squeeze(-1)
         erase, add = torch.sigmoid(erase), torch.tanh(add)
-        weights = addressing.content_weighting(state.memory, torch.tanh(key), strength, self.eps)
-        weights = addressing.interpolate(weights, state.weights, gate)
-        weights = addressing.shift(weights, shift)
-        weights = addressing.sharpen(weights, sharpening)
+        weights = addressing.address(
+            state.memory, torch.tanh(key), strength, gate, shift, sharpening, state.weights, self.eps
+        )
 
         read_weights, write_weights = weights.split([self.num_read_heads, self.num_write_heads], dim=1)
         read_vectors, memory = addressing.read_write(state.memory, read_weights, write_weights, erase, add)
