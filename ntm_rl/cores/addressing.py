@@ -150,7 +150,7 @@ class _Address(torch.autograd.Function):
     """Content addressing, interpolation, shift and sharpening as one op with its own backward.
 
     The same arithmetic as composing :func:`content_weighting`, :func:`interpolate`,
-    :func:`shift` and :func:`sharpen`, but autograd records one node instead of about forty:
+    :func:`shift` and :func:`sharpen`, but autograd records one node instead of some twenty:
     on a CPU an NTM step's tensors are small, and per-op overhead, not arithmetic, is its cost.
     """
 
