@@ -2,14 +2,17 @@
 
 Ours trains on ntm-rl's batched torch CartPole (``observation="no_velocity"``) behind
 VecMonitor and VecNormalize, with rl-zoo3's tuned ppo_lstm settings for CartPoleNoVel-v1 where
-they apply (gamma 0.98, GAE 0.8, linear clip 0.2, 64-unit ReLU heads, linear learning rate) and 4
-epochs; each core has its own rollout shape and learning rate (``CORE_SETTINGS``: the NTM 64 envs,
-8-step training sequences, minibatches of 512, learning rate from 2e-3; LSTM and GRU 32 envs,
-16-step sequences, minibatches of 512, from 1e-3). Every ``--eval-freq`` steps it evaluates 20
-deterministic episodes; it reports env steps/s (training only), the wall-clock time until an
-evaluation first reaches 475, and the mean of 20 final evaluation episodes. In the same run, the
-baseline script (``shared/baselines/rppo_cartpole_novel.py``, sb3-contrib, the ``bench`` extra)
-trains with the same seeds and thread count.
+they apply (linear clip 0.2, 64-unit ReLU heads, linear learning rate) and 4 epochs, but a longer
+horizon than rl-zoo3's (gamma 0.99 and GAE 0.95 for its 0.98 and 0.8): with 0.98 and 0.8 the NTM
+agent often settled on balancing the pole while the cart drifted out of bounds after ~170 steps, a
+failure that the shorter horizon hardly penalises (7 of 10 seeds reached 475; 19 of 20 with the
+longer horizon). Each core has its own rollout shape and learning rate (``CORE_SETTINGS``: the NTM
+64 envs, 8-step training sequences, minibatches of 512, learning rate from 2e-3; LSTM and GRU 32
+envs, 16-step sequences, minibatches of 512, from 1e-3). Every ``--eval-freq`` steps it evaluates
+20 deterministic episodes (20 envs, one episode each); it reports env steps/s (training only), the
+wall-clock time until an evaluation first reaches 475, and the mean of 20 final evaluation
+episodes. In the same run, the baseline script (``shared/baselines/rppo_cartpole_novel.py``,
+sb3-contrib, the ``bench`` extra) trains with the same seeds and thread count.
 
     python benchmarks/cartpole_novel.py                          # NTM, LSTM, GRU; seeds 0 1 2
     python benchmarks/cartpole_novel.py --cores ntm --seeds 0 --steps 100000
@@ -56,7 +59,8 @@ def make_env(n_envs: int) -> VecNormalize:
 
 
 def evaluate(model: RecurrentPPO, train_env: VecNormalize, episodes: int, seed: int) -> float:
-    eval_env = VecNormalize(VecMonitor(TorchVecEnvToSB3(CartPole(1, observation="no_velocity"))),
+    # One episode per env: the policy acts on all 20 at once, which is as exact and ~10x faster.
+    eval_env = VecNormalize(VecMonitor(TorchVecEnvToSB3(CartPole(episodes, observation="no_velocity"))),
                             training=False, norm_reward=False)  # fmt: skip
     eval_env.obs_rms = train_env.obs_rms
     eval_env.seed(seed)
@@ -89,7 +93,7 @@ def run_ours(core: str, seed: int, args: argparse.Namespace) -> dict:
     env = make_env(settings["n_envs"])
     model = RecurrentPPO(
         "MlpPolicy", env, n_steps=settings["n_steps"], batch_size=settings["batch_size"],
-        sequence_length=settings["sequence_length"], n_epochs=args.n_epochs, gamma=0.98, gae_lambda=0.8,
+        sequence_length=settings["sequence_length"], n_epochs=args.n_epochs, gamma=0.99, gae_lambda=0.95,
         learning_rate=LinearSchedule(settings["learning_rate"]), clip_range=LinearSchedule(0.2), seed=seed,
         policy_kwargs=dict(core=core, core_kwargs=settings["core_kwargs"], net_arch=dict(pi=[64], vf=[64]),
                            activation_fn=torch.nn.ReLU, ortho_init=False),
