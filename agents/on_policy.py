@@ -4,7 +4,8 @@ Recurrent PPO and A2C differ only in their update. Both collect rollouts here:
 
 - observations become tensors once per step, and an env that lives on the device (a
   :class:`~ntm_rl.vec.TorchVecEnv` behind ``TorchVecEnvToSB3``) is stepped directly, with no numpy
-  in the loop;
+  in the loop (but a copy of each step's ``dones`` for callbacks, when there are any, as SB3's
+  callbacks read them as numpy);
 - the buffer keeps the policy's recurrent state only where a training sequence starts, and the
   update unrolls whole sequences of ``sequence_length`` steps from those states;
 - a truncated episode bootstraps from the value of its terminal observation, computed with the
@@ -18,7 +19,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 from gymnasium import spaces
-from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList, ConvertCallback, ProgressBarCallback
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
@@ -116,6 +117,12 @@ class RecurrentOnPolicyAlgorithm(OnPolicyAlgorithm):
                      tb_log_name: str = "run", progress_bar: bool = False):  # fmt: skip
         if self._last_obs is None or reset_num_timesteps:
             self._last_state = None
+        if isinstance(self.env, TorchVecEnvToSB3) and _on_device(self.env.env.device) != _on_device(self.device):
+            raise ValueError(
+                f"The env lives on {self.env.env.device} but the policy on {self.device}: rollouts step a device env "
+                f"without copies. Build the env with device={str(self.device)!r}, or the agent with "
+                f"device={str(self.env.env.device)!r}."
+            )
         result = super()._setup_learn(total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar)
         if self._last_state is None:  # the env was reset: so are the state and the episode statistics
             self._last_state = self.policy.initial_state(self.n_envs)
@@ -142,9 +149,12 @@ class RecurrentOnPolicyAlgorithm(OnPolicyAlgorithm):
         bounds = None  # Box actions are clipped to the space before the env sees them
         if isinstance(self.action_space, spaces.Box):
             bounds = [torch.as_tensor(b, device=self.device) for b in (self.action_space.low, self.action_space.high)]
+        episode_returns, episode_lengths = self._episode_returns, self._episode_lengths  # a device env's
         if device_env is not None:
-            episode_returns, episode_lengths = self._episode_returns, self._episode_lengths
             finished: list[torch.Tensor] = []
+            # SB3 callbacks read a step's ``dones`` as numpy: for a device env that is a host copy
+            # (on a GPU, a sync) per step, made only when a callback is there to read it.
+            copy_dones = _reads_step_locals(callback)
         for _ in range(n_rollout_steps):
             with torch.no_grad():
                 actions, values, log_probs, next_state = self.policy(obs, state, starts)
@@ -158,6 +168,7 @@ class RecurrentOnPolicyAlgorithm(OnPolicyAlgorithm):
                 finished.append(torch.stack([torch.where(dones, episode_returns, torch.nan), episode_lengths]))
                 episode_returns = torch.where(dones, 0.0, episode_returns)
                 episode_lengths = torch.where(dones, 0.0, episode_lengths)
+                dones_np = dones.cpu().numpy().copy() if copy_dones else None
             else:
                 new_obs_np, rewards_np, dones_np, infos = env.step(env_actions.cpu().numpy())
                 self._update_info_buffer(infos, dones_np)
@@ -167,8 +178,10 @@ class RecurrentOnPolicyAlgorithm(OnPolicyAlgorithm):
                 truncated = torch.as_tensor(truncated_np & dones_np, device=self.device)
                 final_obs = infos
             self.num_timesteps += env.num_envs
-            callback.update_locals(locals())
+            callback.update_locals(locals() | {"dones": dones_np})
             if not callback.on_step():
+                # Stopped mid-rollout: keep where the envs are, so that a later learn() goes on from there.
+                self._keep_position(new_obs, dones, next_state, episode_returns, episode_lengths)
                 return False
             # Checking for truncations costs nothing on the CPU but a host sync per step on a GPU,
             # where a device env's terminal values are computed for every env and masked instead.
@@ -180,10 +193,9 @@ class RecurrentOnPolicyAlgorithm(OnPolicyAlgorithm):
         with torch.no_grad():
             last_values = self.policy.predict_values(obs, state, starts)
         rollout_buffer.compute_returns_and_advantage(last_values, starts)
-        self._last_obs, self._last_episode_starts, self._last_state = obs, starts.cpu().numpy(), state
+        self._keep_position(obs, starts, state, episode_returns, episode_lengths)
         episodes: list[dict[str, float]] = []  # a device env's finished episodes, for callbacks too
         if device_env is not None:
-            self._episode_returns, self._episode_lengths = episode_returns, episode_lengths
             stats = torch.stack(finished, dim=2).cpu().numpy()  # [2, B, T], one host copy per rollout
             episodes = [
                 {"r": float(r), "l": int(n)} for r, n in stats.transpose(2, 1, 0).reshape(-1, 2) if not np.isnan(r)
@@ -192,6 +204,14 @@ class RecurrentOnPolicyAlgorithm(OnPolicyAlgorithm):
         callback.update_locals(locals())
         callback.on_rollout_end()
         return True
+
+    def _keep_position(
+        self, obs: Any, starts: torch.Tensor, state: ActorCriticState, episode_returns: torch.Tensor,
+        episode_lengths: torch.Tensor,
+    ) -> None:  # fmt: skip
+        """Where the envs are now (observation, episode starts, recurrent state, running episodes)."""
+        self._last_obs, self._last_episode_starts, self._last_state = obs, starts.cpu().numpy(), state
+        self._episode_returns, self._episode_lengths = episode_returns, episode_lengths
 
     def _terminal_values(self, truncated: torch.Tensor, final_obs: Any, state: ActorCriticState) -> torch.Tensor:
         """Values of truncated envs' terminal observations (0 elsewhere), with their current state."""
@@ -209,3 +229,21 @@ class RecurrentOnPolicyAlgorithm(OnPolicyAlgorithm):
             values = self.policy.predict_values(self._to_tensor(stacked), index_state(state, index_tensor),
                                                 no_reset[: len(index)])  # fmt: skip
         return torch.zeros(self.n_envs, device=self.device).index_put((index_tensor,), values)
+
+
+def _on_device(device: torch.device | str) -> torch.device:
+    """``device`` with its index: ``cuda`` is the current CUDA device, as tensors placed there report."""
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
+def _reads_step_locals(callback: BaseCallback) -> bool:
+    """Whether ``callback`` may read a rollout step's locals: SB3 wraps ``callback=None`` as an empty
+    ``ConvertCallback``, and its progress bar reads only the step count."""
+    if isinstance(callback, CallbackList):
+        return any(_reads_step_locals(child) for child in callback.callbacks)
+    if isinstance(callback, ConvertCallback):
+        return callback.callback is not None
+    return not isinstance(callback, ProgressBarCallback)

@@ -5,13 +5,18 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from stable_baselines3.common.callbacks import CheckpointCallback, EvalCallback, StopTrainingOnRewardThreshold
+from stable_baselines3.common.callbacks import (
+    CheckpointCallback,
+    EvalCallback,
+    StopTrainingOnMaxEpisodes,
+    StopTrainingOnRewardThreshold,
+)
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.vec_env import DummyVecEnv, VecFrameStack, VecMonitor, VecNormalize
 
 from ntm_rl.agents import RecurrentA2C, RecurrentPPO
-from ntm_rl.envs import RepeatFirst, TMaze
+from ntm_rl.envs import CartPole, RepeatFirst, TMaze
 from ntm_rl.vec import TorchVecEnvToSB3
 
 SMALL_CORES = {
@@ -182,6 +187,28 @@ def test_evaluate_policy_and_callbacks_fire(algo, tmp_path):
     assert len(list(tmp_path.glob("ppo_*.zip"))) >= 1
     mean, std = evaluate_policy(model, eval_env, n_eval_episodes=3)
     assert 0 <= mean <= 3 and std >= 0
+
+
+@pytest.mark.parametrize("through_numpy", [False, True], ids=["device-env", "sb3-infos"])
+def test_a_callback_stops_training_mid_rollout_and_learn_goes_on_from_there(through_numpy):
+    """SB3's StopTrainingOnMaxEpisodes reads each step's ``dones`` (numpy); once it stops the
+    agent mid-rollout, the agent holds the envs' current observations, and learn() goes on."""
+    cartpole = CartPole(4, observation="no_velocity")
+    env = VecMonitor(TorchVecEnvToSB3(cartpole)) if through_numpy else TorchVecEnvToSB3(cartpole)
+    model = small_agent(env, n_steps=64, batch_size=64)
+    stop = StopTrainingOnMaxEpisodes(max_episodes=1)  # 4 episodes in all, over the 4 envs
+    model.learn(100_000, callback=stop)
+    assert stop.n_episodes >= 4 and model.num_timesteps < 100_000
+    np.testing.assert_array_equal(torch.as_tensor(model._last_obs).numpy(), cartpole.state[:, [0, 2]].float().numpy())
+    model.learn(256, reset_num_timesteps=False)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_device_env_on_another_device_than_the_policy_is_reported():
+    model = small_agent(TorchVecEnvToSB3(TMaze(2)), device="cuda")
+    with pytest.raises(ValueError, match=r"The env lives on cpu but the policy on cuda.*device='cuda'"):
+        model.learn(16)
 
 
 def test_vec_normalize_wraps_the_env():
