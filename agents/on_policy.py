@@ -117,12 +117,6 @@ class RecurrentOnPolicyAlgorithm(OnPolicyAlgorithm):
                      tb_log_name: str = "run", progress_bar: bool = False):  # fmt: skip
         if self._last_obs is None or reset_num_timesteps:
             self._last_state = None
-        if isinstance(self.env, TorchVecEnvToSB3) and _on_device(self.env.env.device) != _on_device(self.device):
-            raise ValueError(
-                f"The env lives on {self.env.env.device} but the policy on {self.device}: rollouts step a device env "
-                f"without copies. Build the env with device={str(self.device)!r}, or the agent with "
-                f"device={str(self.env.env.device)!r}."
-            )
         result = super()._setup_learn(total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar)
         if self._last_state is None:  # the env was reset: so are the state and the episode statistics
             self._last_state = self.policy.initial_state(self.n_envs)
@@ -160,10 +154,13 @@ class RecurrentOnPolicyAlgorithm(OnPolicyAlgorithm):
                 actions, values, log_probs, next_state = self.policy(obs, state, starts)
             env_actions = actions if bounds is None else torch.clamp(actions, *bounds)
             if device_env is not None:
-                step = device_env.step(env_actions)
-                new_obs, rewards, dones = step.observation, step.reward.clone(), step.episode_start
-                truncated, final_obs = step.truncated, step.final_observation
-                episode_returns += step.reward
+                # The copies are no-ops where env and policy share a device, the fast case; an env
+                # elsewhere (say a CPU env beside a CUDA policy, as device="auto" picks) still works.
+                step = device_env.step(env_actions.to(device_env.device))
+                new_obs, final_obs = step.observation.to(self.device), step.final_observation.to(self.device)
+                rewards, dones = step.reward.to(self.device, copy=True), step.episode_start.to(self.device)
+                truncated = step.truncated.to(self.device)
+                episode_returns += rewards
                 episode_lengths += 1
                 finished.append(torch.stack([torch.where(dones, episode_returns, torch.nan), episode_lengths]))
                 episode_returns = torch.where(dones, 0.0, episode_returns)
@@ -229,14 +226,6 @@ class RecurrentOnPolicyAlgorithm(OnPolicyAlgorithm):
             values = self.policy.predict_values(self._to_tensor(stacked), index_state(state, index_tensor),
                                                 no_reset[: len(index)])  # fmt: skip
         return torch.zeros(self.n_envs, device=self.device).index_put((index_tensor,), values)
-
-
-def _on_device(device: torch.device | str) -> torch.device:
-    """``device`` with its index: ``cuda`` is the current CUDA device, as tensors placed there report."""
-    device = torch.device(device)
-    if device.type == "cuda" and device.index is None:
-        return torch.device("cuda", torch.cuda.current_device())
-    return device
 
 
 def _reads_step_locals(callback: BaseCallback) -> bool:

@@ -205,10 +205,10 @@ def test_a_callback_stops_training_mid_rollout_and_learn_goes_on_from_there(thro
 
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_a_device_env_on_another_device_than_the_policy_is_reported():
-    model = small_agent(TorchVecEnvToSB3(TMaze(2)), device="cuda")
-    with pytest.raises(ValueError, match=r"The env lives on cpu but the policy on cuda.*device='cuda'"):
-        model.learn(16)
+def test_a_device_env_on_the_cpu_trains_a_policy_on_cuda(algo):
+    model = small_agent(TorchVecEnvToSB3(TMaze(4, corridor_length=3)), algo=algo, device="cuda")
+    model.learn(64)
+    assert model.num_timesteps == 64 and len(model.ep_info_buffer) == 16
 
 
 def test_vec_normalize_wraps_the_env():
