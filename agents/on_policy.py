@@ -26,6 +26,7 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedul
 from stable_baselines3.common.vec_env import VecEnv
 
 from ntm_rl.buffers import RecurrentRolloutBuffer
+from ntm_rl.cores.base import check_positive_int
 from ntm_rl.cores.state import index_state
 from ntm_rl.policies import (
     ActorCriticState,
@@ -71,6 +72,8 @@ class RecurrentOnPolicyAlgorithm(OnPolicyAlgorithm):
         seed: int | None = None,
         device: torch.device | str = "auto",
     ):
+        check_positive_int("n_steps", n_steps)
+        check_positive_int("sequence_length", sequence_length)
         super().__init__(
             policy,
             env,

@@ -18,6 +18,7 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedul
 from stable_baselines3.common.utils import FloatSchedule, explained_variance
 
 from ntm_rl.agents.on_policy import RecurrentOnPolicyAlgorithm
+from ntm_rl.cores.base import check_positive_int
 from ntm_rl.policies import RecurrentActorCriticPolicy
 
 
@@ -74,6 +75,8 @@ class RecurrentPPO(RecurrentOnPolicyAlgorithm):
             policy, env, learning_rate, n_steps, gamma, gae_lambda, ent_coef, vf_coef, max_grad_norm,
             sequence_length, stats_window_size, tensorboard_log, policy_kwargs, verbose, seed, device,
         )  # fmt: skip
+        check_positive_int("batch_size", batch_size)
+        check_positive_int("n_epochs", n_epochs)
         if batch_size % sequence_length != 0 or batch_size < sequence_length:
             raise ValueError(
                 f"batch_size ({batch_size}) must be a multiple of sequence_length ({sequence_length}): "

@@ -49,14 +49,15 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("eval", help="evaluate a trained agent")
     evaluate.add_argument("target", metavar="RUN_OR_MODEL", help="a run directory or a model .zip inside one")
     evaluate.add_argument("--episodes", type=int, default=None, help="episodes (default: the config's eval.episodes)")
-    evaluate.add_argument("--stochastic", action="store_true", help="sample actions instead of taking the mode")
+    evaluate.add_argument("--stochastic", action="store_true",
+                          help="sample actions instead of taking the mode (default: the config's eval.deterministic)")  # fmt: skip
     evaluate.add_argument("--device", default="auto")
 
     look = commands.add_parser("inspect", help="trace the memory of a trained NTM agent and plot it")
     look.add_argument("target", metavar="RUN_OR_MODEL", help="a run directory or a model .zip inside one")
     look.add_argument("--episodes", type=int, default=3)
     look.add_argument("--out", type=Path, help="output directory (default: RUN/inspect)")
-    look.add_argument("--stochastic", action="store_true")
+    look.add_argument("--stochastic", action="store_true", help="as for eval")
     look.add_argument("--device", default="auto")
 
     commands.add_parser("list", help="list environments, cores, algorithms and shipped configs")
@@ -64,7 +65,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    # argparse fills a positional list only once, so overrides written after a flag come back unknown.
+    if unknown and args.command == "train" and all("=" in arg and not arg.startswith("-") for arg in unknown):
+        args.overrides = [*args.overrides, *unknown]
+    elif unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         {"train": _train, "eval": _eval, "inspect": _inspect, "list": _list}[args.command](args)
@@ -110,9 +117,10 @@ def _eval(args: argparse.Namespace) -> None:
     _positive("--episodes", args.episodes)
     model, config, normalizer = load_agent(args.target, args.device)
     episodes = args.episodes or config.eval.episodes
-    result = evaluate(model, config, normalizer, episodes, deterministic=not args.stochastic)
+    deterministic = config.eval.deterministic and not args.stochastic
+    result = evaluate(model, config, normalizer, episodes, deterministic=deterministic)
     print(f"mean return {result['mean_return']:.4g} +- {result['std_return']:.3g} over {episodes} episodes "
-          f"({'deterministic' if not args.stochastic else 'stochastic'}, mean length {result['mean_length']:.1f})")  # fmt: skip
+          f"({'deterministic' if deterministic else 'stochastic'}, mean length {result['mean_length']:.1f})")  # fmt: skip
     print(json.dumps(result))
 
 
@@ -122,7 +130,8 @@ def _inspect(args: argparse.Namespace) -> None:
     _positive("--episodes", args.episodes)
     model, config, normalizer = load_agent(args.target, args.device)
     out = args.out or RunDirectory.find(args.target).root / "inspect"
-    written = inspect_agent(model, config, normalizer, out, args.episodes, deterministic=not args.stochastic)
+    deterministic = config.eval.deterministic and not args.stochastic
+    written = inspect_agent(model, config, normalizer, out, args.episodes, deterministic=deterministic)
     for metrics in json.loads((out / "metrics.json").read_text()):
         print(", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()))
     print(f"wrote {len(written)} files to {out}")

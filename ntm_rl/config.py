@@ -23,6 +23,7 @@ import dataclasses
 import difflib
 import inspect
 import operator
+import re
 import types
 import typing
 from collections.abc import Callable, Iterable
@@ -38,6 +39,24 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU, "el
 """``policy_kwargs.activation_fn`` by name."""
 
 SCHEDULE_KEYS = ("learning_rate", "clip_range", "clip_range_vf")
+
+
+class _YamlLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, but floats as YAML 1.2 writes them: ``1e-3`` and ``1e5`` are numbers
+    (YAML 1.1, which PyYAML follows, wants a dot, ``1.0e-3``, and reads ``1e-3`` as text)."""
+
+
+_YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
+def _load_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_YamlLoader)  # _YamlLoader is a SafeLoader
+
+
 """Algorithm keywords that take a number or ``"lin_<start>"`` (linear decay to 0, as rl-zoo3)."""
 
 
@@ -118,7 +137,7 @@ def load_config(path: str | Path, overrides: Iterable[str] = ()) -> ExperimentCo
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} does not exist; give the path of a YAML file (see configs/).")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = _load_yaml(path.read_text())
     except yaml.YAMLError as error:
         raise ConfigError(f"{path} is not valid YAML: {' '.join(str(error).split())}") from None
     if not isinstance(data, dict):
@@ -141,7 +160,7 @@ def apply_override(data: dict[str, Any], override: str) -> None:
     if not sep or not key:
         raise ConfigError(f"override {override!r} is not key=value; write e.g. algo_kwargs.n_steps=64.")
     try:
-        value = yaml.safe_load(text) if text else ""
+        value = _load_yaml(text) if text else ""
     except yaml.YAMLError:
         value = text
     *parents, leaf = key.split(".")
@@ -199,19 +218,9 @@ def _check_type(key: str, value: Any, kind: Any) -> Any:
     else:
         ok = isinstance(value, expected)
     if not ok:
-        hint = ""
-        if expected in (int, float) and isinstance(value, str) and _is_number(value):
-            hint = " (YAML reads 1e5 as text: write 100000 or 1.0e5)"
+        hint = f" (write {int(value)})" if expected is int and isinstance(value, float) and value.is_integer() else ""
         raise ConfigError(f"{key} must be {_type_name(expected)}, got {value!r} ({type(value).__name__}){hint}.")
     return value
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _build(cls: type, data: Any, prefix: str) -> Any:
@@ -316,9 +325,11 @@ def validate(config: ExperimentConfig) -> None:
 
     if config.device != "auto":  # whether this machine has the device is checked where it is used
         try:
-            torch.device(config.device)
+            kind = torch.device(config.device).type
         except RuntimeError:
-            raise ConfigError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {config.device!r}.") from None
+            kind = None
+        if kind not in ("cpu", "cuda"):
+            raise ConfigError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {config.device!r}.")
 
 
 def to_yaml(config: ExperimentConfig) -> str:

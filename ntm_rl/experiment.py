@@ -117,8 +117,13 @@ def resolve_device(device: str) -> torch.device:
         parsed = torch.device(device)
     except RuntimeError:
         raise ConfigError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {device!r}.") from None
+    if parsed.type not in ("cpu", "cuda"):
+        raise ConfigError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {device!r}.")
     if parsed.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {device!r} was asked for but CUDA is not available here; use device=cpu or auto.")
+    if parsed.type == "cuda" and parsed.index is not None and parsed.index >= torch.cuda.device_count():
+        raise ConfigError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                          f"cuda:0 to cuda:{torch.cuda.device_count() - 1}.")  # fmt: skip
     return parsed
 
 
@@ -300,7 +305,7 @@ def train(config: ExperimentConfig | None, runs_root: str | Path = "runs", resum
             logger.info("resuming %s at %d env steps", run.root, resumed_at)
         else:
             model = make_model(config, env, device)
-    except ConfigError:
+    except BaseException:  # a bad setting, or anything else before training starts
         if resume is None:  # nothing was trained: leave no empty run behind
             shutil.rmtree(run.root)
         raise

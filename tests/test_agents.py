@@ -224,6 +224,9 @@ def test_bad_sequence_settings_are_reported():
         small_agent(env, batch_size=60)
     with pytest.raises(ValueError, match=r"n_steps \(12\) must be a multiple of sequence_length \(8\)"):
         small_agent(env, n_steps=12)
+    for name in ("sequence_length", "n_epochs", "batch_size", "n_steps"):
+        with pytest.raises(ValueError, match=rf"{name} must be an integer >= 1, got 0"):
+            small_agent(env, **{name: 0})
 
 
 def test_ntm_agent_learns_a_cue_that_a_memoryless_policy_cannot_use():

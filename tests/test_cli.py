@@ -48,8 +48,9 @@ def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
 
 
 def test_train_eval_inspect_end_to_end(tmp_path, capsys):
-    code, out, _ = run_cli(capsys, "train", str(write_config(tmp_path)), "algo_kwargs.n_epochs=1",
-                           "--runs-root", str(tmp_path / "runs"), "--seed", "3")  # fmt: skip
+    # The override comes after the flags: it must still reach the config.
+    code, out, _ = run_cli(capsys, "train", str(write_config(tmp_path)), "--runs-root", str(tmp_path / "runs"),
+                           "--seed", "3", "algo_kwargs.n_epochs=1")  # fmt: skip
     assert code == 0
     run = only_run(tmp_path / "runs")
     assert f"run written to {run}" in out and "evaluation: mean return" in out
@@ -74,6 +75,10 @@ def test_train_eval_inspect_end_to_end(tmp_path, capsys):
     assert code == 0 and "over 7 episodes (deterministic" in out
     assert len(json.loads(out.splitlines()[-1])["returns"]) == 7
     code, out, _ = run_cli(capsys, "eval", str(run / "checkpoints" / "step_1536.zip"), "--stochastic")
+    assert code == 0 and "over 5 episodes (stochastic" in out
+    config["eval"]["deterministic"] = False  # the run's config decides when no flag does
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    code, out, _ = run_cli(capsys, "eval", str(run))
     assert code == 0 and "over 5 episodes (stochastic" in out
 
     code, out, _ = run_cli(capsys, "inspect", str(run), "--episodes", "2", "--out", str(tmp_path / "look"))
@@ -110,6 +115,9 @@ def test_list_shows_envs_cores_and_configs(capsys):
         (["eval", "{tmp}/fake_run/model.zip"], "could not load the agent"),
         (["inspect", "{tmp}/fake_run", "--out", "{config}"], "could not load the agent"),
         (["fly"], "invalid choice: 'fly'"),
+        (["train", "{config}", "--seed", "1", "--sed", "2"], "unrecognized arguments: --sed 2"),
+        (["train", "{config}", "algo_kwargs.sequence_length=0"], "sequence_length must be an integer >= 1, got 0"),
+        (["train", "{config}", "device=mps"], "device must be 'auto', 'cpu' or 'cuda[:N]', got 'mps'"),
     ],
 )
 def test_user_errors_print_one_line_and_exit_2(tmp_path, capsys, argv, message):

@@ -38,6 +38,14 @@ def test_overrides_take_dotted_keys_and_yaml_values():
     assert data["algo_kwargs"] == {"learning_rate": "lin_3e-4", "target_kl": 0.02}
 
 
+def test_exponents_are_numbers_in_files_and_overrides(tmp_path):
+    """YAML 1.1 reads ``1e-3`` as text; ntm-rl reads it as YAML 1.2 does, a number."""
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(MINIMAL) + "algo_kwargs: {learning_rate: 1e-3, gamma: .99}\n")
+    config = load_config(tmp_path / "run.yaml", ["algo_kwargs.ent_coef=1E-2", "algo_kwargs.clip_range=lin_2e-1"])
+    assert config.algo_kwargs == {"learning_rate": 1e-3, "gamma": 0.99, "ent_coef": 0.01, "clip_range": "lin_2e-1"}
+    assert load_config(tmp_path / "run.yaml", ["total_timesteps=100_000"]).total_timesteps == 100_000
+
+
 def test_defaults_fill_in_and_ints_pass_as_floats():
     config = config_from_dict(MINIMAL | {"algo_kwargs": {"gamma": 1}})
     assert config.algo == "ppo" and config.core == "ntm" and config.env.n_envs == 8
@@ -59,7 +67,7 @@ def test_schedules():
         (MINIMAL | {"env": {"id": "ntm_rl/TMaze-v0", "kwargs": {"corridor": 3}}}, "did you mean 'corridor_length'?"),
         (MINIMAL | {"total_timesteps": "many"}, "total_timesteps must be int, got 'many' (str)"),
         (MINIMAL | {"total_timesteps": True}, "total_timesteps must be int, got True (bool)"),
-        (MINIMAL | {"total_timesteps": "1e5"}, "YAML reads 1e5 as text: write 100000 or 1.0e5"),
+        (MINIMAL | {"total_timesteps": 1e5}, "total_timesteps must be int, got 100000.0 (float) (write 100000)"),
         (MINIMAL | {"core_kwargs": {"memory_size": 1.5}}, "core_kwargs.memory_size must be int, got 1.5"),
         (MINIMAL | {"core": "transformer"}, "core must be one of 'ntm', 'lstm', 'gru', got 'transformer'"),
         (MINIMAL | {"algo_kwargs": {"learning_rate": "fast"}}, "must be a number or 'lin_<start>'"),
@@ -72,6 +80,7 @@ def test_schedules():
         (MINIMAL | {"env": "TMaze"}, "env must be a mapping"),
         (MINIMAL | {"total_timesteps": 0}, "total_timesteps must be at least 1, got 0"),
         (MINIMAL | {"device": "tpu"}, "device must be 'auto', 'cpu' or 'cuda[:N]', got 'tpu'"),
+        (MINIMAL | {"device": "mps"}, "device must be 'auto', 'cpu' or 'cuda[:N]', got 'mps'"),
     ],
 )
 def test_mistakes_raise_a_config_error_that_names_the_key_and_the_fix(data, message):
