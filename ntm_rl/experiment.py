@@ -290,8 +290,9 @@ def train(config: ExperimentConfig | None, runs_root: str | Path = "runs", resum
     resumed_at = steps[-1] if resume is not None and steps else 0
     if resume is not None and not resumed_at:
         logger.warning("%s has no checkpoint yet: training starts from step 0.", run.root)
-    # A resumed run keeps its episodes in a monitor file of its own (SB3's load_results reads all).
-    monitor_file = run.root / f"resumed-{resumed_at}.monitor.csv" if resumed_at else run.monitor_file
+    # A resumed run keeps its episodes (and progress) in files of its own, so that the earlier
+    # attempt's stay, even when it left no checkpoint (SB3's load_results reads every monitor file).
+    monitor_file = run.root / f"resumed-{resumed_at}.monitor.csv" if resume is not None else run.monitor_file
     try:
         env = make_env(config, config.env.n_envs, device, monitor_file=monitor_file)
         if resumed_at:
@@ -310,7 +311,7 @@ def train(config: ExperimentConfig | None, runs_root: str | Path = "runs", resum
             shutil.rmtree(run.root)
         raise
 
-    suffix = "" if not resumed_at else f"-resumed-{resumed_at}"
+    suffix = "" if resume is None else f"-resumed-{resumed_at}"
     outputs = [CSVOutputFormat(str(run.root / f"progress{suffix}.csv"))]
     if config.logging.tensorboard:
         outputs.append(TensorBoardOutputFormat(str(run.root / "tensorboard")))

@@ -16,6 +16,8 @@ import yaml
 
 from ntm_rl.agents import RecurrentPPO
 from ntm_rl.cli import main
+from ntm_rl.config import load_config
+from ntm_rl.experiment import RunDirectory
 
 TINY = {
     "name": "tiny",
@@ -188,6 +190,17 @@ def test_sigkill_after_a_checkpoint_then_resume_finishes_the_run(tmp_path):
     # The normalisation statistics went on from the checkpoint's, not from scratch.
     final_count = pickle.loads((run / "vecnormalize.pkl").read_bytes()).obs_rms.count
     assert checkpoint_count >= killed_at and final_count >= checkpoint_count + (12_288 - killed_at)
+
+
+def test_resuming_a_run_without_a_checkpoint_keeps_the_earlier_logs(tmp_path, capsys):
+    run = RunDirectory.create(load_config(write_config(tmp_path, total_timesteps=512)), tmp_path / "runs")
+    (run.root / "monitor.csv").write_text("the attempt that left no checkpoint\n")
+    (run.root / "progress.csv").write_text("the attempt that left no checkpoint\n")
+    code, out, _ = run_cli(capsys, "train", "--resume", str(run.root))
+    assert code == 0 and "after 512 env steps" in out
+    for name in ("monitor.csv", "progress.csv"):
+        assert (run.root / name).read_text() == "the attempt that left no checkpoint\n"
+    assert (run.root / "resumed-0.monitor.csv").exists() and (run.root / "progress-resumed-0.csv").exists()
 
 
 @pytest.fixture
