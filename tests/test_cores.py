@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from ntm_rl.cores import GRUCore, LSTMCore, NTMCore, NTMState, make_core, state_leaves
+from ntm_rl.cores import GRUCore, LSTMCore, NTMCore, NTMState, make_core, map_state, state_leaves
+from ntm_rl.cores.base import EpisodeSegments
 
 INPUT_DIM = 5
 
@@ -73,6 +74,70 @@ def test_stepping_equals_forward_without_resets(core):
         stepped.append(y)
     ys, _ = core(x, core.initial_state(3))
     torch.testing.assert_close(torch.stack(stepped), ys, atol=1e-5, rtol=1e-5)
+
+
+def unroll_gradients(core, x, state, starts, how):
+    """Outputs, final state and the gradients of a loss on both (parameters, inputs, carried state)."""
+    core.zero_grad()
+    x = x.clone().requires_grad_()
+    state = map_state(lambda leaf: leaf.detach().clone().requires_grad_(), state)
+    if how == "stepping":
+        outputs, final = [], state
+        for t in range(x.shape[0]):
+            y, final = core.step(x[t], final, starts[t])
+            outputs.append(y)
+        ys = torch.stack(outputs)
+    else:
+        ys, final = core(x, state, starts, checkpoint_steps=3 if how == "checkpointed" else None)
+    loss = ys.square().sum() + sum(leaf.square().sum() for leaf in state_leaves(final))
+    loss.backward()
+    grads = [p.grad.clone() for p in core.parameters() if p.grad is not None]
+    return ys, final, [x.grad, *grads, *(leaf.grad for leaf in state_leaves(state))]
+
+
+@pytest.mark.parametrize("how", ["forward", "checkpointed"])
+def test_forward_equals_stepping_in_value_and_gradient(core, how):
+    """Episodes laid side by side (and unrolled in checkpointed chunks) change nothing: outputs,
+    the final state and every gradient equal stepping one timestep at a time."""
+    steps, batch = 10, 4
+    state = core.initial_state(batch)
+    for _ in range(2):  # a carried state that is not the initial one
+        _, state = core.step(torch.randn(batch, INPUT_DIM), state)
+    starts = random_starts(steps, batch, seed=2)
+    starts[0] = torch.tensor([True, False, False, True])
+    starts[:, 2] = False  # one env runs through the whole sequence
+    x = torch.randn(steps, batch, INPUT_DIM)
+    expected = unroll_gradients(core, x, state, starts, "stepping")
+    ys, final, grads = unroll_gradients(core, x, state, starts, how)
+    torch.testing.assert_close(ys, expected[0], atol=1e-5, rtol=1e-5)
+    assert_states_close(final, expected[1], atol=1e-5, rtol=1e-5)
+    assert len(grads) == len(expected[2])
+    for grad, reference in zip(grads, expected[2], strict=True):
+        torch.testing.assert_close(grad, reference, atol=1e-5, rtol=1e-4)
+
+
+def test_episodes_inside_a_sequence_take_as_many_sequential_steps_as_the_longest():
+    core = small_ntm()
+    calls = []
+    step = core._step
+    core._step = lambda x, state: calls.append(x.shape[0]) or step(x, state)
+    starts = torch.zeros(12, 3, dtype=torch.bool)
+    starts[[4, 8]] = True  # three episodes of 4 steps in each of 3 envs
+    starts[10, 0] = True
+    core(torch.randn(12, 3, INPUT_DIM), core.initial_state(3), starts)
+    assert calls == [10] * 4  # 10 segments (4 + 3 + 3) side by side, 4 steps each at most
+
+
+def test_episode_segments_split_and_merge_round_trip():
+    starts = torch.tensor([[True, False], [False, False], [True, False], [False, True], [False, False]])
+    segments = EpisodeSegments(starts)
+    assert segments.count == 4 and segments.lengths.tolist() == [2, 3, 3, 2]
+    assert segments.env.tolist() == [0, 0, 1, 1] and segments.last.tolist() == [1, 3]
+    x = torch.arange(10.0).view(5, 2, 1)  # x[t, b] = 2t + b
+    split = segments.split(x)
+    assert split.shape == (3, 4, 1)
+    assert split[:, :, 0].t().tolist() == [[0.0, 2.0, 0.0], [4.0, 6.0, 8.0], [1.0, 3.0, 5.0], [7.0, 9.0, 0.0]]
+    torch.testing.assert_close(segments.merge(split), x)
 
 
 def test_reset_acts_per_env_and_equals_a_fresh_initial_state(core):

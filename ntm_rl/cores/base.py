@@ -11,8 +11,16 @@ from abc import ABC, abstractmethod
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
-from ntm_rl.cores.state import State, reset_state
+from ntm_rl.cores.state import (
+    State,
+    index_state,
+    reset_state,
+    state_leaves,
+    unflatten_state,
+    where_state,
+)
 
 
 class MemoryCore(nn.Module, ABC):
@@ -56,36 +64,80 @@ class MemoryCore(nn.Module, ABC):
         return self._step(x, state)
 
     def forward(
-        self, x: torch.Tensor, state: State, episode_starts: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        state: State,
+        episode_starts: torch.Tensor | None = None,
+        checkpoint_steps: int | None = None,
     ) -> tuple[torch.Tensor, State]:
         """Unroll over a sequence, resetting each env wherever ``episode_starts`` is true.
+
+        Where episodes start inside the sequence, the episodes are laid side by side first
+        (:class:`EpisodeSegments`) and unrolled together, so that the number of sequential steps is
+        the longest episode's, not the sequence's, and nothing needs a reset inside the unroll.
 
         :param x: inputs ``[T, B, D]``.
         :param state: the state before the first step.
         :param episode_starts: ``[T, B]``; ``episode_starts[t, b]`` resets env ``b`` before step
             ``t``, at the start of the sequence or inside it.
+        :param checkpoint_steps: keep activations for this many steps at a time and recompute them
+            in the backward pass (gradient checkpointing), bounding activation memory on long
+            sequences for about one more forward pass of time; ``None``: keep them all.
         :return: outputs ``[T, B, H]`` and the state after the last step.
         """
         self._check_input(x, batch_dims=2)
-        steps = x.shape[0]
+        if checkpoint_steps is not None:
+            check_positive_int("checkpoint_steps", checkpoint_steps)
         if episode_starts is None:
-            resets = [False] * steps
-        else:
-            if episode_starts.shape != x.shape[:2]:
-                raise ValueError(
-                    f"episode_starts has shape {tuple(episode_starts.shape)}, expected {tuple(x.shape[:2])} "
-                    "(one flag per timestep and env)."
-                )
-            # One host sync per sequence, so that steps without a reset skip the select.
-            resets = episode_starts.any(dim=1).tolist()
-        initial = self.initial_state(x.shape[1], x.device) if any(resets) else None
+            return self._unroll(x, state, None, checkpoint_steps)
+        if episode_starts.shape != x.shape[:2]:
+            raise ValueError(
+                f"episode_starts has shape {tuple(episode_starts.shape)}, expected {tuple(x.shape[:2])} "
+                "(one flag per timestep and env)."
+            )
+        batch = x.shape[1]
+        if not bool(episode_starts[1:].any()):  # one host sync per sequence
+            state = reset_state(state, self.initial_state(batch, x.device), episode_starts[0])
+            return self._unroll(x, state, None, checkpoint_steps)
+        segments = EpisodeSegments(episode_starts)
+        initial = segments.initial_states(state, self.initial_state(segments.count, x.device))
+        y, final = self._unroll(segments.split(x), initial, segments.lengths, checkpoint_steps)
+        return segments.merge(y), index_state(final, segments.last)
+
+    def _unroll(
+        self, x: torch.Tensor, state: State, lengths: torch.Tensor | None, checkpoint_steps: int | None
+    ) -> tuple[torch.Tensor, State]:
+        """Step through ``x[T, B, D]`` without resets; ``lengths[b] <= T`` ends sequence ``b`` early
+        (right-padded: its outputs after that are undefined, its state is held).
+
+        Cores with a fused sequence kernel override this (LSTM, GRU); this one steps ``_step``.
+        """
+        steps = x.shape[0]
+        alive = None if lengths is None else torch.arange(steps, device=x.device).unsqueeze(1) < lengths
+        shortest = steps if lengths is None else int(lengths.min())  # steps before any sequence has ended
+
+        def run(first: int, last: int, x_chunk: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+            outputs = []
+            for t in range(first, last):
+                y, next_state = self._step(x_chunk[t - first], state)
+                state = next_state if t < shortest else where_state(alive[t], next_state, state)
+                outputs.append(y)
+            return torch.stack(outputs), state
+
+        if checkpoint_steps is None or checkpoint_steps >= steps or not torch.is_grad_enabled():
+            return run(0, steps, x, state)
         outputs = []
-        for t in range(steps):
-            if resets[t]:
-                state = reset_state(state, initial, episode_starts[t])
-            y, state = self._step(x[t], state)
+        for first in range(0, steps, checkpoint_steps):
+            last = min(first + checkpoint_steps, steps)
+
+            def chunk(x_chunk: torch.Tensor, *leaves: torch.Tensor, first=first, last=last, template=state):
+                y, next_state = run(first, last, x_chunk, unflatten_state(template, leaves))
+                return y, *state_leaves(next_state)
+
+            y, *leaves = checkpoint(chunk, x[first:last], *state_leaves(state), use_reentrant=False)
+            state = unflatten_state(state, leaves)
             outputs.append(y)
-        return torch.stack(outputs), state
+        return torch.cat(outputs), state
 
     def compile_step(self, **compile_kwargs) -> MemoryCore:
         """Compile one timestep with ``torch.compile``; ``step`` and ``forward`` then use it.
@@ -114,3 +166,51 @@ def check_positive_int(name: str, value: object, minimum: int = 1) -> None:
     """Raise a ``ValueError`` naming ``name`` unless ``value`` is an int >= ``minimum``."""
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
+
+
+class EpisodeSegments:
+    """The episodes inside a batch of sequences ``[T, B]``, laid side by side as ``[L, S]``.
+
+    A segment is a run of steps of one env that no episode start interrupts: each env's first
+    step and each ``episode_starts[t, b]`` with ``t > 0`` begins one. Segments are right-padded to
+    the longest, ``L``; unrolling them together takes ``L`` sequential steps instead of ``T`` and
+    needs no reset inside the unroll (a segment starts from the initial state or, for an env's
+    first segment, from the state it carries in).
+
+    :param episode_starts: ``[T, B]`` bool.
+    """
+
+    def __init__(self, episode_starts: torch.Tensor) -> None:
+        steps, batch = episode_starts.shape
+        begins = episode_starts.t().clone().bool()  # env-major [B, T]
+        self.carries_state = ~begins[:, 0]  # [B]: the env's first segment goes on from its state
+        begins[:, 0] = True
+        begins = begins.flatten()
+        segment = torch.cumsum(begins, 0) - 1  # of every (env, step), env-major
+        first_step = torch.nonzero(begins).squeeze(1)  # flat index of every segment's first step
+        self.count = len(first_step)
+        self.lengths = torch.bincount(segment, minlength=self.count)
+        self.max_length = int(self.lengths.max())
+        self.steps, self.batch = steps, batch
+        self._segment = segment
+        self._position = torch.arange(steps * batch, device=segment.device) - first_step[segment]  # step in segment
+        self.env = first_step // steps  # [S], the env each segment belongs to
+        self.first = (first_step % steps) == 0  # [S], an env's first segment
+        self.last = segment.view(batch, steps)[:, -1]  # [B], each env's last segment
+
+    def split(self, x: torch.Tensor) -> torch.Tensor:
+        """``[T, B, ...]`` -> ``[L, S, ...]`` (zeros after each segment's end)."""
+        flat = x.transpose(0, 1).reshape(self.steps * self.batch, *x.shape[2:])
+        out = x.new_zeros(self.max_length, self.count, *x.shape[2:])
+        return out.index_put((self._position, self._segment), flat)
+
+    def merge(self, y: torch.Tensor) -> torch.Tensor:
+        """``[L, S, ...]`` -> ``[T, B, ...]``, the inverse of :meth:`split`."""
+        flat = y[self._position, self._segment]
+        return flat.view(self.batch, self.steps, *y.shape[2:]).transpose(0, 1)
+
+    def initial_states(self, state: State, initial: State) -> State:
+        """Each segment's state before its first step: ``state`` of its env for an env's first
+        segment that goes on from it, ``initial`` (a state of ``S`` envs) for every other."""
+        carried = index_state(state, self.env)
+        return where_state(self.first & self.carries_state[self.env], carried, initial)

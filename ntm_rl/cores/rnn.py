@@ -1,7 +1,7 @@
 """LSTM and GRU cores behind the :class:`MemoryCore` contract, for fair comparison with the NTM.
 
-Both wrap a one-layer ``nn.LSTM`` / ``nn.GRU``. A sequence without resets after its first step
-runs as one fused (cuDNN on CUDA) call; a sequence with resets inside falls back to stepping.
+Both wrap a one-layer ``nn.LSTM`` / ``nn.GRU``. A sequence runs as one fused call (cuDNN on CUDA);
+where episodes start inside it, its episodes go in side by side as a packed sequence.
 """
 
 from __future__ import annotations
@@ -11,9 +11,10 @@ from typing import NamedTuple
 
 import torch
 from torch import nn
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from ntm_rl.cores.base import MemoryCore, check_positive_int
-from ntm_rl.cores.state import State, reset_state
+from ntm_rl.cores.state import State
 
 
 class LSTMState(NamedTuple):
@@ -50,24 +51,24 @@ class _RNNCore(MemoryCore):
         )
 
     @abstractmethod
-    def _run(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
-        """``nn.LSTM``/``nn.GRU`` over ``x[T, B, D]`` from a batch-first state."""
+    def _run(self, x: torch.Tensor | PackedSequence, state: State) -> tuple[torch.Tensor | PackedSequence, State]:
+        """``nn.LSTM``/``nn.GRU`` over ``x[T, B, D]`` (or packed sequences) from a batch-first state."""
 
     def _step(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         y, state = self._run(x.unsqueeze(0), state)
         return y.squeeze(0), state
 
-    def forward(
-        self, x: torch.Tensor, state: State, episode_starts: torch.Tensor | None = None
+    def _unroll(
+        self, x: torch.Tensor, state: State, lengths: torch.Tensor | None, checkpoint_steps: int | None
     ) -> tuple[torch.Tensor, State]:
-        self._check_input(x, batch_dims=2)
-        if episode_starts is None:
+        # One fused call over the whole sequence; sequences of several lengths go in packed, which
+        # also returns each one's state after its own last step. The fused kernel keeps a few
+        # floats per unit and step, so gradient checkpointing is not needed here.
+        if lengths is None:
             return self._run(x, state)
-        if episode_starts.shape != x.shape[:2] or bool(episode_starts[1:].any()):
-            # Resets inside the sequence (or a shape error to report): step one at a time.
-            return super().forward(x, state, episode_starts)
-        state = reset_state(state, self.initial_state(x.shape[1], x.device), episode_starts[0])
-        return self._run(x, state)
+        packed = pack_padded_sequence(x, lengths.cpu(), enforce_sorted=False)
+        y, state = self._run(packed, state)
+        return pad_packed_sequence(y, total_length=x.shape[0])[0], state
 
 
 class LSTMCore(_RNNCore):
@@ -85,7 +86,9 @@ class LSTMCore(_RNNCore):
         zeros = self._zeros(batch_size, device)
         return LSTMState(zeros, zeros)
 
-    def _run(self, x: torch.Tensor, state: LSTMState) -> tuple[torch.Tensor, LSTMState]:
+    def _run(
+        self, x: torch.Tensor | PackedSequence, state: LSTMState
+    ) -> tuple[torch.Tensor | PackedSequence, LSTMState]:
         y, (h, c) = self.rnn(x, (state.h.unsqueeze(0), state.c.unsqueeze(0)))
         return y, LSTMState(h.squeeze(0), c.squeeze(0))
 
@@ -104,6 +107,6 @@ class GRUCore(_RNNCore):
     def initial_state(self, batch_size: int, device: torch.device | str | None = None) -> GRUState:
         return GRUState(self._zeros(batch_size, device))
 
-    def _run(self, x: torch.Tensor, state: GRUState) -> tuple[torch.Tensor, GRUState]:
+    def _run(self, x: torch.Tensor | PackedSequence, state: GRUState) -> tuple[torch.Tensor | PackedSequence, GRUState]:
         y, h = self.rnn(x, state.h.unsqueeze(0))
         return y, GRUState(h.squeeze(0))

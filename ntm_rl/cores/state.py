@@ -60,18 +60,32 @@ def state_to(state: State, device: torch.device | str) -> State:
     return map_state(lambda leaf: leaf.to(device), state)
 
 
+def unflatten_state(template: State, leaves: Sequence[torch.Tensor]) -> State:
+    """The state with ``template``'s structure and ``leaves`` (in :func:`state_leaves` order)."""
+    remaining = iter(leaves)
+    state = map_state(lambda _: next(remaining), template)
+    if next(remaining, None) is not None:
+        raise ValueError("unflatten_state got more leaves than the template holds.")
+    return state
+
+
+def where_state(mask: torch.Tensor, if_true: State, if_false: State) -> State:
+    """Per env, ``if_true`` where ``mask[b]`` is true, else ``if_false`` (a select on every leaf)."""
+    mask = mask.to(torch.bool)
+
+    def select(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return torch.where(mask.view(-1, *([1] * (a.dim() - 1))), a, b)
+
+    return map_state(select, if_true, if_false)
+
+
 def reset_state(state: State, initial: State, episode_start: torch.Tensor) -> State:
     """Replace the state of every env whose ``episode_start`` is true by ``initial``.
 
     A select, not a multiplication by ``1 - done``: an NTM's initial state is not zero.
     ``initial`` may be expanded (stride-0) views; the result never aliases them.
     """
-    mask = episode_start.to(torch.bool)
-
-    def select(current: torch.Tensor, init: torch.Tensor) -> torch.Tensor:
-        return torch.where(mask.view(-1, *([1] * (current.dim() - 1))), init, current)
-
-    return map_state(select, state, initial)
+    return where_state(episode_start, initial, state)
 
 
 def state_numel(state: State) -> int:
