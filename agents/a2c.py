@@ -32,6 +32,8 @@ class RecurrentA2C(RecurrentOnPolicyAlgorithm):
     :param rms_prop_eps: RMSprop's epsilon.
     :param use_rms_prop: RMSprop (default) or Adam.
     :param normalize_advantage: normalise advantages.
+    :param checkpoint_steps: gradient checkpointing over chunks of this many steps of the rollout,
+        which bounds activation memory when ``n_steps`` is long (``None``: off).
     """
 
     def __init__(
@@ -48,6 +50,7 @@ class RecurrentA2C(RecurrentOnPolicyAlgorithm):
         rms_prop_eps: float = 1e-5,
         use_rms_prop: bool = True,
         normalize_advantage: bool = False,
+        checkpoint_steps: int | None = None,
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
         policy_kwargs: dict[str, Any] | None = None,
@@ -62,7 +65,7 @@ class RecurrentA2C(RecurrentOnPolicyAlgorithm):
             policy_kwargs["optimizer_kwargs"] = dict(alpha=0.99, eps=rms_prop_eps, weight_decay=0)
         super().__init__(
             policy, env, learning_rate, n_steps, gamma, gae_lambda, ent_coef, vf_coef, max_grad_norm,
-            n_steps, stats_window_size, tensorboard_log, policy_kwargs, verbose, seed, device,
+            None, 0, checkpoint_steps, stats_window_size, tensorboard_log, policy_kwargs, verbose, seed, device,
         )  # fmt: skip
         self.normalize_advantage = normalize_advantage
         if _init_setup_model:
@@ -74,7 +77,7 @@ class RecurrentA2C(RecurrentOnPolicyAlgorithm):
         self._update_learning_rate(self.policy.optimizer)
         (batch,) = self.rollout_buffer.sequences(self.n_envs)
         values, log_prob, entropy = self.policy.evaluate_actions(
-            batch.observations, batch.actions, batch.state, batch.episode_starts
+            batch.observations, batch.actions, batch.state, batch.episode_starts, self.checkpoint_steps
         )
         advantages = batch.advantages.flatten()
         if self.normalize_advantage:

@@ -41,7 +41,14 @@ from ntm_rl.vec import TorchVecEnvToSB3
 class RecurrentOnPolicyAlgorithm(OnPolicyAlgorithm):
     """SB3's ``OnPolicyAlgorithm`` with a recurrent policy and a sequence rollout buffer.
 
-    :param sequence_length: training sequence length (divides ``n_steps``).
+    :param sequence_length: training sequence length (divides ``n_steps``); ``None``: the whole
+        rollout, so that gradients cross every episode up to its true start (or the rollout's).
+    :param burn_in: steps unrolled without gradient before each training sequence, from the state
+        stored there, to give the sequence a starting state from the current parameters
+        (``<= sequence_length``; 0: none).
+    :param checkpoint_steps: unroll training sequences with gradient checkpointing over chunks of
+        this many steps (activation memory of one chunk, for about one more forward pass of time);
+        ``None``: keep every step's activations.
     Other parameters are SB3's (see :class:`~ntm_rl.agents.RecurrentPPO`).
     """
 
@@ -64,7 +71,9 @@ class RecurrentOnPolicyAlgorithm(OnPolicyAlgorithm):
         ent_coef: float,
         vf_coef: float,
         max_grad_norm: float,
-        sequence_length: int,
+        sequence_length: int | None,
+        burn_in: int = 0,
+        checkpoint_steps: int | None = None,
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
         policy_kwargs: dict[str, Any] | None = None,
@@ -73,7 +82,10 @@ class RecurrentOnPolicyAlgorithm(OnPolicyAlgorithm):
         device: torch.device | str = "auto",
     ):
         check_positive_int("n_steps", n_steps)
+        sequence_length = n_steps if sequence_length is None else sequence_length
         check_positive_int("sequence_length", sequence_length)
+        if checkpoint_steps is not None:
+            check_positive_int("checkpoint_steps", checkpoint_steps)
         super().__init__(
             policy,
             env,
@@ -95,7 +107,7 @@ class RecurrentOnPolicyAlgorithm(OnPolicyAlgorithm):
             _init_setup_model=False,
             supported_action_spaces=(spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary),
         )
-        self.sequence_length = sequence_length
+        self.sequence_length, self.burn_in, self.checkpoint_steps = sequence_length, burn_in, checkpoint_steps
         self._last_state: ActorCriticState | None = None
         self._episode_returns: torch.Tensor | None = None  # of the episodes running in a device env
         self._episode_lengths: torch.Tensor | None = None
@@ -108,7 +120,7 @@ class RecurrentOnPolicyAlgorithm(OnPolicyAlgorithm):
         ).to(self.device)
         self.rollout_buffer = RecurrentRolloutBuffer(
             self.n_steps, self.n_envs, self.observation_space, self.action_space, self.sequence_length,
-            self.device, self.gamma, self.gae_lambda,
+            self.device, self.gamma, self.gae_lambda, self.burn_in,
         )  # fmt: skip
 
     def _excluded_save_params(self) -> list[str]:

@@ -19,6 +19,7 @@ from stable_baselines3.common.utils import FloatSchedule, explained_variance
 
 from ntm_rl.agents.on_policy import RecurrentOnPolicyAlgorithm
 from ntm_rl.cores.base import check_positive_int
+from ntm_rl.cores.state import where_state
 from ntm_rl.policies import RecurrentActorCriticPolicy
 
 
@@ -42,7 +43,12 @@ class RecurrentPPO(RecurrentOnPolicyAlgorithm):
     :param vf_coef: value loss coefficient.
     :param max_grad_norm: gradient norm clipping.
     :param target_kl: stop an update's epochs once the approximate KL exceeds 1.5 times this.
-    :param sequence_length: training sequence length (divides ``n_steps``).
+    :param sequence_length: training sequence length (divides ``n_steps``); ``None``: the whole
+        rollout (minibatches are then whole envs over the rollout).
+    :param burn_in: steps unrolled without gradient before each training sequence to refresh its
+        starting state with the current parameters (R2D2's burn-in; ``<= sequence_length``).
+    :param checkpoint_steps: gradient checkpointing over chunks of this many steps of a training
+        sequence, which bounds activation memory on long sequences (``None``: off).
     """
 
     def __init__(
@@ -62,7 +68,9 @@ class RecurrentPPO(RecurrentOnPolicyAlgorithm):
         vf_coef: float = 0.5,
         max_grad_norm: float = 0.5,
         target_kl: float | None = None,
-        sequence_length: int = 32,
+        sequence_length: int | None = 32,
+        burn_in: int = 0,
+        checkpoint_steps: int | None = None,
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
         policy_kwargs: dict[str, Any] | None = None,
@@ -73,13 +81,14 @@ class RecurrentPPO(RecurrentOnPolicyAlgorithm):
     ):
         super().__init__(
             policy, env, learning_rate, n_steps, gamma, gae_lambda, ent_coef, vf_coef, max_grad_norm,
-            sequence_length, stats_window_size, tensorboard_log, policy_kwargs, verbose, seed, device,
+            sequence_length, burn_in, checkpoint_steps, stats_window_size, tensorboard_log, policy_kwargs, verbose,
+            seed, device,
         )  # fmt: skip
         check_positive_int("batch_size", batch_size)
         check_positive_int("n_epochs", n_epochs)
-        if batch_size % sequence_length != 0 or batch_size < sequence_length:
+        if batch_size % self.sequence_length != 0:
             raise ValueError(
-                f"batch_size ({batch_size}) must be a multiple of sequence_length ({sequence_length}): "
+                f"batch_size ({batch_size}) must be a multiple of sequence_length ({self.sequence_length}): "
                 "minibatches are made of whole sequences."
             )
         self.batch_size, self.n_epochs = batch_size, n_epochs
@@ -104,8 +113,13 @@ class RecurrentPPO(RecurrentOnPolicyAlgorithm):
         continue_training = True
         for epoch in range(self.n_epochs):
             for batch in self.rollout_buffer.sequences(self.batch_size // self.sequence_length):
+                state = batch.state
+                if batch.burn_in is not None:  # starting states recomputed with the current parameters
+                    burned = self.policy.unroll_state(batch.burn_in.observations, batch.burn_in.state,
+                                                      batch.burn_in.episode_starts)  # fmt: skip
+                    state = where_state(batch.burn_in.has_history, burned, state)
                 values, log_prob, entropy = self.policy.evaluate_actions(
-                    batch.observations, batch.actions, batch.state, batch.episode_starts
+                    batch.observations, batch.actions, state, batch.episode_starts, self.checkpoint_steps
                 )
                 advantages = batch.advantages.flatten()
                 if self.normalize_advantage and len(advantages) > 1:

@@ -1,15 +1,21 @@
 """Rollout storage for recurrent agents, on the training device.
 
 A rollout of ``n_steps`` steps from ``n_envs`` environments is cut into sequences of
-``sequence_length`` steps. The policy's recurrent state is stored only where a sequence starts
-(an NTM state is some 3,000 floats per env: storing it at every step would dwarf everything
-else), and training unrolls each sequence from that state, resetting envs wherever an episode
-starts inside it.
+``sequence_length`` steps (the whole rollout when it equals ``n_steps``: episodes are then cut only
+where they end, or at the rollout's edges). The policy's recurrent state is stored only where a
+sequence starts (an NTM state is some 3,000 floats per env: storing it at every step would dwarf
+everything else), and training unrolls each sequence from that state, resetting envs wherever an
+episode starts inside it.
+
+With ``burn_in`` steps (R2D2's burn-in), the state is also stored that many steps before each
+sequence start, so that training can recompute a sequence's starting state with the current
+parameters instead of using the one the rollout's (older) parameters produced.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import partial
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -19,6 +25,20 @@ from gymnasium import spaces
 from ntm_rl.cores.state import State, cat_states, detach_state, index_state
 
 Observation = torch.Tensor | dict[str, torch.Tensor]
+
+
+class BurnIn(NamedTuple):
+    """The ``k`` steps before each sequence of a minibatch, to recompute its starting state.
+
+    ``observations`` and ``episode_starts`` are ``[k, b, ...]``, ``state`` the stored state ``k``
+    steps before the sequence; ``has_history[b]`` is false for sequences that start the rollout
+    (there is nothing before them to burn in: their stored state is used as it is).
+    """
+
+    observations: Observation
+    episode_starts: torch.Tensor
+    state: State
+    has_history: torch.Tensor
 
 
 class RecurrentBatch(NamedTuple):
@@ -32,6 +52,12 @@ class RecurrentBatch(NamedTuple):
     returns: torch.Tensor
     episode_starts: torch.Tensor
     state: State
+    burn_in: BurnIn | None = None
+
+
+def _columns(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """The sequences ``index`` of per-step data ``[L, n, ...]``."""
+    return x[:, index]
 
 
 def _torch_dtype(space: spaces.Space) -> torch.dtype:
@@ -57,6 +83,9 @@ class RecurrentRolloutBuffer:
     :param device: where everything is stored.
     :param gamma: discount.
     :param gae_lambda: GAE's lambda.
+    :param burn_in: steps before each sequence to unroll without gradient from the state stored
+        there, giving the sequence a starting state from the current parameters
+        (``0 <= burn_in <= sequence_length``; 0: the stored state as it is).
     """
 
     def __init__(
@@ -69,13 +98,18 @@ class RecurrentRolloutBuffer:
         device: torch.device | str,
         gamma: float = 0.99,
         gae_lambda: float = 0.95,
+        burn_in: int = 0,
     ):
         if sequence_length < 1 or n_steps % sequence_length != 0:
             raise ValueError(
                 f"n_steps ({n_steps}) must be a multiple of sequence_length ({sequence_length}); "
                 f"try sequence_length={np.gcd(n_steps, sequence_length)}."
             )
-        self.n_steps, self.n_envs, self.sequence_length = n_steps, n_envs, sequence_length
+        if isinstance(burn_in, bool) or not isinstance(burn_in, int) or not 0 <= burn_in <= sequence_length:
+            raise ValueError(
+                f"burn_in must be an integer from 0 to sequence_length ({sequence_length}), got {burn_in!r}."
+            )
+        self.n_steps, self.n_envs, self.sequence_length, self.burn_in = n_steps, n_envs, sequence_length, burn_in
         self.device, self.gamma, self.gae_lambda = torch.device(device), gamma, gae_lambda
 
         def storage(space: spaces.Space) -> torch.Tensor:
@@ -93,12 +127,13 @@ class RecurrentRolloutBuffer:
         self.rewards, self.values, self.log_probs = zeros(), zeros(), zeros()
         self.advantages, self.returns = zeros(), zeros()
         self.episode_starts = torch.zeros(n_steps, n_envs, dtype=torch.bool, device=self.device)
-        self.states: list[State] = []
+        self.states: list[State] = []  # at each sequence start
+        self.burn_in_states: list[State] = []  # burn_in steps before each sequence start but the first
         self.pos = 0
 
     def reset(self) -> None:
         self.pos = 0
-        self.states = []
+        self.states, self.burn_in_states = [], []
 
     @property
     def full(self) -> bool:
@@ -117,6 +152,9 @@ class RecurrentRolloutBuffer:
         """Store one step; ``state`` is the recurrent state before the step (kept at sequence starts)."""
         if self.pos % self.sequence_length == 0:
             self.states.append(detach_state(state))
+        ahead = self.pos + self.burn_in  # a sequence starts burn_in steps ahead: its burn-in starts here
+        if self.burn_in > 0 and ahead % self.sequence_length == 0 and 0 < ahead < self.n_steps:
+            self.burn_in_states.append(detach_state(state))
         if isinstance(self.observations, dict):
             for key, storage in self.observations.items():
                 storage[self.pos] = observation[key]
@@ -149,10 +187,11 @@ class RecurrentRolloutBuffer:
             x = x.reshape(count, length, self.n_envs, *x.shape[2:]).transpose(0, 1)
             return x.reshape(length, count * self.n_envs, *x.shape[3:])
 
+        def map_observations(fn, observations: Observation) -> Observation:
+            return {k: fn(v) for k, v in observations.items()} if isinstance(observations, dict) else fn(observations)
+
         data: dict[str, Any] = {
-            "observations": {k: by_sequence(v) for k, v in self.observations.items()}
-            if isinstance(self.observations, dict)
-            else by_sequence(self.observations),
+            "observations": map_observations(by_sequence, self.observations),
             "actions": by_sequence(self.actions),
             "old_values": by_sequence(self.values),
             "old_log_prob": by_sequence(self.log_probs),
@@ -161,11 +200,34 @@ class RecurrentRolloutBuffer:
             "episode_starts": by_sequence(self.episode_starts),
         }
         states = cat_states(self.states)  # sequence j = k * n_envs + env, as by_sequence orders them
+        burn_in = None
+        if self.burn_in > 0:
+            # Sequence k burns in over steps [k L - burn_in, k L); the first has no steps before it,
+            # and a window at the rollout's start stands in for its (unused) burn-in.
+            first_step = (torch.arange(count, device=self.device) * length - self.burn_in).clamp(min=0)
+            steps = first_step.unsqueeze(1) + torch.arange(self.burn_in, device=self.device)  # [count, k]
+
+            def by_window(x: torch.Tensor) -> torch.Tensor:  # [T, B, ...] -> [k, count * B, ...]
+                return x[steps].transpose(0, 1).reshape(self.burn_in, count * self.n_envs, *x.shape[2:])
+
+            has_history = (torch.arange(count, device=self.device) > 0).repeat_interleave(self.n_envs)
+            burn_in = BurnIn(
+                map_observations(by_window, self.observations),
+                by_window(self.episode_starts),
+                cat_states([self.states[0], *self.burn_in_states]),
+                has_history,
+            )
         order = torch.randperm(count * self.n_envs, generator=generator).to(self.device)
         for start in range(0, len(order), sequences_per_batch):
             index = order[start : start + sequences_per_batch]
-            picked = {
-                key: {k: v[:, index] for k, v in value.items()} if isinstance(value, dict) else value[:, index]
-                for key, value in data.items()
-            }
-            yield RecurrentBatch(**picked, state=index_state(states, index))
+            columns = partial(_columns, index=index)
+            picked = {key: map_observations(columns, value) for key, value in data.items()}
+            picked_burn_in = None
+            if burn_in is not None:
+                picked_burn_in = BurnIn(
+                    map_observations(columns, burn_in.observations),
+                    burn_in.episode_starts[:, index],
+                    index_state(burn_in.state, index),
+                    burn_in.has_history[index],
+                )
+            yield RecurrentBatch(**picked, state=index_state(states, index), burn_in=picked_burn_in)

@@ -50,7 +50,8 @@ class RecurrentActorCriticPolicy(BasePolicy):
     :param net_arch: hidden layers of the actor and critic heads after the core, as SB3's
         ``MlpExtractor`` takes them (a list, or ``dict(pi=[...], vf=[...])``).
     :param activation_fn: activation of those heads.
-    :param ortho_init: orthogonal initialisation of the heads, as SB3's policies.
+    :param ortho_init: orthogonal initialisation of the features extractor and the heads, with SB3's
+        gains (the memory core keeps its own initialisation, as sb3-contrib's LSTM does).
     :param log_std_init: initial log standard deviation for ``Box`` actions.
     :param features_extractor_class: SB3 features extractor in front of the core.
     :param features_extractor_kwargs: its keywords.
@@ -112,7 +113,8 @@ class RecurrentActorCriticPolicy(BasePolicy):
             self.action_net = self.action_dist.proba_distribution_net(self.mlp_extractor.latent_dim_pi)
         self.value_net = nn.Linear(self.mlp_extractor.latent_dim_vf, 1)
         if ortho_init:
-            gains = {self.mlp_extractor: np.sqrt(2), self.action_net: 0.01, self.value_net: 1.0}
+            gains = {self.features_extractor: np.sqrt(2), self.mlp_extractor: np.sqrt(2), self.action_net: 0.01,
+                     self.value_net: 1.0}  # fmt: skip
             for module, gain in gains.items():
                 module.apply(partial(self.init_weights, gain=gain))
         self.optimizer = optimizer_class(self.parameters(), lr=lr_schedule(1), **optimizer_kwargs)
@@ -168,25 +170,49 @@ class RecurrentActorCriticPolicy(BasePolicy):
         return self.value_net(self.mlp_extractor.forward_critic(latent_vf)).squeeze(-1)
 
     # ------------------------------------------------------------ sequences, for training
-    def evaluate_actions(
-        self, obs: PyTorchObs, actions: torch.Tensor, state: ActorCriticState, episode_starts: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Unroll over sequences ``[L, b, ...]`` from ``state``; values, log-probs, entropy ``[L * b]``."""
+    def _sequence_features(self, obs: PyTorchObs, episode_starts: torch.Tensor) -> torch.Tensor:
+        """Features ``[L, b, D]`` of observations ``[L, b, ...]``, extracted for all steps at once."""
         length, batch = episode_starts.shape
 
         def merge_time(x: torch.Tensor) -> torch.Tensor:
             return x.reshape(length * batch, *x.shape[2:])
 
         flat_obs = {key: merge_time(x) for key, x in obs.items()} if isinstance(obs, dict) else merge_time(obs)
-        features = self.extract_features(flat_obs, self.features_extractor).reshape(length, batch, -1)
-        latent_pi, _ = self.core(features, state.actor, episode_starts)
+        return self.extract_features(flat_obs, self.features_extractor).reshape(length, batch, -1)
+
+    @torch.no_grad()
+    def unroll_state(self, obs: PyTorchObs, state: ActorCriticState, episode_starts: torch.Tensor) -> ActorCriticState:
+        """The state after the sequences ``[k, b, ...]`` from ``state``, without gradient (burn-in)."""
+        features = self._sequence_features(obs, episode_starts)
+        _, actor = self.core(features, state.actor, episode_starts)
+        critic = () if self.critic_core is None else self.critic_core(features, state.critic, episode_starts)[1]
+        return ActorCriticState(actor, critic)
+
+    def evaluate_actions(
+        self,
+        obs: PyTorchObs,
+        actions: torch.Tensor,
+        state: ActorCriticState,
+        episode_starts: torch.Tensor,
+        checkpoint_steps: int | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Unroll over sequences ``[L, b, ...]`` from ``state``; values, log-probs, entropy ``[L * b]``.
+
+        :param checkpoint_steps: gradient checkpointing over chunks of this many steps (see
+            :meth:`~ntm_rl.cores.MemoryCore.forward`).
+        """
+        length, batch = episode_starts.shape
+        features = self._sequence_features(obs, episode_starts)
+        latent_pi, _ = self.core(features, state.actor, episode_starts, checkpoint_steps)
         latent_vf = (
-            latent_pi if self.critic_core is None else self.critic_core(features, state.critic, episode_starts)[0]
+            latent_pi
+            if self.critic_core is None
+            else self.critic_core(features, state.critic, episode_starts, checkpoint_steps)[0]
         )
         latent_pi = self.mlp_extractor.forward_actor(latent_pi.reshape(length * batch, -1))
         latent_vf = self.mlp_extractor.forward_critic(latent_vf.reshape(length * batch, -1))
         distribution = self._distribution(latent_pi)
-        flat_actions = merge_time(actions)
+        flat_actions = actions.reshape(length * batch, *actions.shape[2:])
         values = self.value_net(latent_vf).squeeze(-1)
         return values, distribution.log_prob(flat_actions), distribution.entropy()
 

@@ -16,6 +16,7 @@ from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.vec_env import DummyVecEnv, VecFrameStack, VecMonitor, VecNormalize
 
 from ntm_rl.agents import RecurrentA2C, RecurrentPPO
+from ntm_rl.cores import state_leaves, where_state
 from ntm_rl.envs import CartPole, RepeatFirst, TMaze
 from ntm_rl.vec import TorchVecEnvToSB3
 
@@ -273,3 +274,52 @@ def test_truncated_episodes_bootstrap_from_their_terminal_value(through_numpy):
     truncating[2::3] = True  # steps 2, 5, 8, ... end an episode by truncation
     assert torch.isin(rewards[~truncating], torch.tensor([0.0, 1.0])).all()
     assert not torch.isin(rewards[truncating], torch.tensor([0.0, 1.0])).any()
+
+
+@pytest.mark.parametrize("core", sorted(SMALL_CORES))
+@pytest.mark.parametrize(("sequence_length", "burn_in"), [(4, 0), (4, 3), (4, 4), (None, 0)])
+def test_training_replays_the_rollout_exactly(core, sequence_length, burn_in):
+    """Before any update, unrolling the stored sequences (from their stored states, or from the
+    states burned in over the steps before them) gives back the rollout's values and
+    log-probabilities: stored states, burn-in windows and resets inside sequences all line up."""
+    env = TorchVecEnvToSB3(RepeatFirst(3, length=5))  # episodes of 5 steps end inside sequences
+    model = small_agent(env, core, n_steps=16, batch_size=16, sequence_length=sequence_length, burn_in=burn_in,
+                        policy_kwargs=dict(shared_core=False))  # fmt: skip
+    _, callback = model._setup_learn(48)
+    callback.on_training_start(locals(), globals())
+    for _ in range(2):  # the second rollout starts from a carried state
+        model.collect_rollouts(model.env, callback, model.rollout_buffer, model.n_steps)
+    batches = list(model.rollout_buffer.sequences(2))
+    assert sum(batch.episode_starts.shape[1] for batch in batches) == 3 * 16 // model.sequence_length
+    for batch in batches:
+        state = batch.state
+        if burn_in > 0:
+            burned = model.policy.unroll_state(batch.burn_in.observations, batch.burn_in.state,
+                                               batch.burn_in.episode_starts)  # fmt: skip
+            history = batch.burn_in.has_history
+            for leaf, stored in zip(state_leaves(burned), state_leaves(state), strict=True):
+                torch.testing.assert_close(leaf[history], stored[history], atol=1e-5, rtol=1e-5)
+            state = where_state(batch.burn_in.has_history, burned, state)
+        with torch.no_grad():
+            values, log_prob, _ = model.policy.evaluate_actions(batch.observations, batch.actions, state,
+                                                                batch.episode_starts)  # fmt: skip
+        torch.testing.assert_close(values, batch.old_values.flatten(), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(log_prob, batch.old_log_prob.flatten(), atol=1e-5, rtol=1e-5)
+
+
+def test_gradient_checkpointing_trains_the_same_parameters(algo):
+    models = []
+    for checkpoint_steps in (None, 3):
+        model = small_agent(TorchVecEnvToSB3(RepeatFirst(4, length=5)), algo=algo, checkpoint_steps=checkpoint_steps)
+        model.learn(2 * model.n_steps * 4)
+        models.append(model)
+    for a, b in zip(models[0].policy.state_dict().values(), models[1].policy.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_bad_burn_in_is_reported():
+    env = TorchVecEnvToSB3(TMaze(2))
+    with pytest.raises(ValueError, match=r"burn_in must be an integer from 0 to sequence_length \(8\), got 9"):
+        small_agent(env, burn_in=9)
+    with pytest.raises(ValueError, match=r"checkpoint_steps must be an integer >= 1, got 0"):
+        small_agent(env, checkpoint_steps=0)

@@ -14,6 +14,8 @@ from ntm_rl.cores.state import (
     state_leaves,
     state_numel,
     state_to,
+    unflatten_state,
+    where_state,
 )
 
 CORES: dict[str, type[MemoryCore]] = {"ntm": NTMCore, "lstm": LSTMCore, "gru": GRUCore}
@@ -52,4 +54,6 @@ __all__ = [
     "state_leaves",
     "state_numel",
     "state_to",
+    "unflatten_state",
+    "where_state",
 ]
