@@ -84,6 +84,7 @@ class RecurrentActorCriticPolicy(BasePolicy):
     ):
         if use_sde:
             raise ValueError("use_sde=True is not supported by recurrent ntm-rl policies; use use_sde=False.")
+        _check_observation_space(observation_space)
         if optimizer_kwargs is None:
             optimizer_kwargs = {"eps": 1e-5} if optimizer_class is torch.optim.Adam else {}
         super().__init__(
@@ -260,6 +261,19 @@ class RecurrentActorCriticPolicy(BasePolicy):
 
     def extract_features(self, obs: PyTorchObs, features_extractor: BaseFeaturesExtractor) -> torch.Tensor:
         return features_extractor(preprocess_obs(obs, self.observation_space, normalize_images=self.normalize_images))
+
+
+def _check_observation_space(space: spaces.Space, where: str = "") -> None:
+    """Refuse the observation spaces SB3's preprocessing cannot take, with the wrapper that fixes it."""
+    if isinstance(space, spaces.Dict):
+        for key, subspace in space.spaces.items():
+            _check_observation_space(subspace, f"{where}[{key!r}]")
+    elif not isinstance(space, (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)):
+        raise ValueError(
+            f"{type(space).__name__} observations{' at ' + where if where else ''} are not supported ({space}): "
+            "wrap the env in gymnasium.wrappers.FlattenObservation (or use a Dict space and MultiInputPolicy). "
+            "Box, Discrete, MultiDiscrete, MultiBinary and Dict of them are."
+        )
 
 
 class RecurrentMlpPolicy(RecurrentActorCriticPolicy):

@@ -323,3 +323,70 @@ def test_bad_burn_in_is_reported():
         small_agent(env, burn_in=9)
     with pytest.raises(ValueError, match=r"checkpoint_steps must be an integer >= 1, got 0"):
         small_agent(env, checkpoint_steps=0)
+
+
+class ObservationSpaceEnv(gym.Env):
+    """Random observations from any space, reward 1 for action 0, episodes of 3 steps."""
+
+    action_space = gym.spaces.Discrete(2)
+
+    def __init__(self, observation_space: gym.Space):
+        self.observation_space = observation_space
+        self._t = 0
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.observation_space.seed(seed)
+        self._t = 0
+        return self.observation_space.sample(), {}
+
+    def step(self, action):
+        self._t += 1
+        return self.observation_space.sample(), float(action == 0), self._t >= 3, False, {}
+
+
+OBSERVATION_SPACES = {
+    "Box": gym.spaces.Box(-1, 1, (3,), dtype=np.float32),
+    "Discrete": gym.spaces.Discrete(5),
+    "MultiDiscrete": gym.spaces.MultiDiscrete([2, 3, 4]),
+    "MultiBinary": gym.spaces.MultiBinary(4),
+    "Dict": gym.spaces.Dict(
+        {
+            "cards": gym.spaces.MultiDiscrete([4, 13]),
+            "flag": gym.spaces.MultiBinary(1),
+            "vector": gym.spaces.Box(-1, 1, (2,), dtype=np.float32),
+        }
+    ),  # fmt: skip
+}
+
+
+@pytest.mark.parametrize("name", sorted(OBSERVATION_SPACES))
+def test_every_observation_space_through_learn_and_predict(algo, name):
+    space = OBSERVATION_SPACES[name]
+    env = DummyVecEnv([lambda: ObservationSpaceEnv(space)] * 2)
+    model = small_agent(env, "gru", algo, policy="MultiInputPolicy" if name == "Dict" else "MlpPolicy")
+    model.learn(64)
+    assert model.num_timesteps == 64
+    single = space.sample()
+    action, state = model.predict(single)
+    assert model.action_space.contains(action)
+    batch = env.reset()
+    actions, _ = model.predict(batch, state=model.policy.initial_state(2), episode_start=np.ones(2, dtype=bool))
+    assert actions.shape == (2,)
+
+
+def test_tuple_observations_are_refused_with_the_wrapper_that_fixes_them():
+    space = gym.spaces.Tuple((gym.spaces.Discrete(2), gym.spaces.Box(-1, 1, (2,))))
+    env = DummyVecEnv([lambda: ObservationSpaceEnv(space)])
+    with pytest.raises(
+        ValueError, match=r"Tuple observations are not supported .*gymnasium\.wrappers\.FlattenObservation"
+    ):
+        small_agent(env)
+
+
+def test_tuple_observations_learn_once_flattened():
+    space = gym.spaces.Tuple((gym.spaces.Discrete(2), gym.spaces.Box(-1, 1, (2,), dtype=np.float32)))
+    env = DummyVecEnv([lambda: gym.wrappers.FlattenObservation(ObservationSpaceEnv(space))] * 2)
+    model = small_agent(env)
+    model.learn(64)
+    assert model.observation_space.shape == (4,)

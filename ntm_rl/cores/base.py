@@ -7,6 +7,7 @@ interface, so comparing NTM, LSTM and GRU changes nothing before or after the co
 
 from __future__ import annotations
 
+import numbers
 from abc import ABC, abstractmethod
 
 import torch
@@ -31,8 +32,7 @@ class MemoryCore(nn.Module, ABC):
 
     def __init__(self, input_dim: int) -> None:
         super().__init__()
-        check_positive_int("input_dim", input_dim)
-        self.input_dim = input_dim
+        self.input_dim = check_positive_int("input_dim", input_dim)
 
     @property
     @abstractmethod
@@ -162,10 +162,14 @@ class MemoryCore(nn.Module, ABC):
             )
 
 
-def check_positive_int(name: str, value: object, minimum: int = 1) -> None:
-    """Raise a ``ValueError`` naming ``name`` unless ``value`` is an int >= ``minimum``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+def check_positive_int(name: str, value: object, minimum: int = 1) -> int:
+    """``value`` as an ``int``; a ``ValueError`` naming ``name`` unless it is an integer >= ``minimum``.
+
+    NumPy integers count (SB3 computes feature widths with NumPy); bools and floats do not.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
+    return int(value)
 
 
 class EpisodeSegments:

@@ -119,7 +119,7 @@ class NTMCore(MemoryCore):
         self.clip = clip
         self.eps = eps
 
-        controller_input = input_dim + num_read_heads * word_size
+        controller_input = self.input_dim + num_read_heads * word_size
         if controller == "lstm":
             self.controller = nn.LSTMCell(controller_input, controller_size)
         elif controller == "gru":

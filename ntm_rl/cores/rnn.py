@@ -37,8 +37,7 @@ class _RNNCore(MemoryCore):
 
     def __init__(self, input_dim: int, hidden_size: int) -> None:
         super().__init__(input_dim)
-        check_positive_int("hidden_size", hidden_size)
-        self.hidden_size = hidden_size
+        self.hidden_size = check_positive_int("hidden_size", hidden_size)
 
     @property
     def output_dim(self) -> int:
@@ -80,7 +79,7 @@ class LSTMCore(_RNNCore):
 
     def __init__(self, input_dim: int, hidden_size: int = 128) -> None:
         super().__init__(input_dim, hidden_size)
-        self.rnn = nn.LSTM(input_dim, hidden_size)
+        self.rnn = nn.LSTM(self.input_dim, self.hidden_size)
 
     def initial_state(self, batch_size: int, device: torch.device | str | None = None) -> LSTMState:
         zeros = self._zeros(batch_size, device)
@@ -102,7 +101,7 @@ class GRUCore(_RNNCore):
 
     def __init__(self, input_dim: int, hidden_size: int = 128) -> None:
         super().__init__(input_dim, hidden_size)
-        self.rnn = nn.GRU(input_dim, hidden_size)
+        self.rnn = nn.GRU(self.input_dim, self.hidden_size)
 
     def initial_state(self, batch_size: int, device: torch.device | str | None = None) -> GRUState:
         return GRUState(self._zeros(batch_size, device))
