@@ -3,7 +3,7 @@
 CartPole without velocities as a batched torch env on ``--device`` (no VecNormalize, so the
 rollout steps it as tensors with no host copy), for each core and batch size: env steps/s of
 rollout collection alone and of training (rollouts plus updates). In the same run, the baseline
-is sb3-contrib's RecurrentPPO (``shared/baselines/rppo_cartpole_novel.py``, the ``bench`` extra)
+is sb3-contrib's RecurrentPPO (``benchmarks/baselines/rppo_cartpole_novel.py``, the ``bench`` extra)
 for ``--baseline-steps`` steps at the same thread count.
 
     python benchmarks/agent_speed.py                                   # CPU, B = 64 and 1024

@@ -11,7 +11,7 @@ longer horizon). Each core has its own rollout shape and learning rate (``CORE_S
 envs, 16-step sequences, minibatches of 512, from 1e-3). Every ``--eval-freq`` steps it evaluates
 20 deterministic episodes (20 envs, one episode each); it reports env steps/s (training only), the
 wall-clock time until an evaluation first reaches 475, and the mean of 20 final evaluation
-episodes. In the same run, the baseline script (``shared/baselines/rppo_cartpole_novel.py``,
+episodes. In the same run, the baseline script (``benchmarks/baselines/rppo_cartpole_novel.py``,
 sb3-contrib, the ``bench`` extra) trains with the same seeds and thread count.
 
     python benchmarks/cartpole_novel.py                          # NTM, LSTM, GRU; seeds 0 1 2
@@ -38,7 +38,7 @@ from ntm_rl.config import LinearSchedule
 from ntm_rl.envs import CartPole
 from ntm_rl.vec import TorchVecEnvToSB3
 
-BASELINE = Path(__file__).resolve().parents[2] / "shared" / "baselines" / "rppo_cartpole_novel.py"
+BASELINE = Path(__file__).resolve().parent / "baselines" / "rppo_cartpole_novel.py"
 # Each core with the rollout shape and learning rate that suit it (command-line flags override):
 # the NTM's per-step cost favours many envs and minibatches of many short sequences (a step costs
 # about the same for 64 sequences as for 32, so fewer, wider minibatches train faster); the LSTM and
