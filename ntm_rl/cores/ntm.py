@@ -26,6 +26,7 @@ from torch import nn
 
 from ntm_rl.cores import addressing
 from ntm_rl.cores.base import MemoryCore, check_positive_int
+from ntm_rl.cores.rnn import chrono_init_
 
 ControllerType = Literal["lstm", "gru", "mlp"]
 MemoryInit = Literal["constant", "learned", "random"]
@@ -77,6 +78,8 @@ class NTMCore(MemoryCore):
     :param clip: head parameters are clipped to ``[-clip, clip]`` before their activations
         (``None`` disables clipping).
     :param eps: stabiliser inside the cosine-similarity norms.
+    :param chrono_init: chrono initialisation of an LSTM or GRU controller, with memory timescales
+        up to this many steps (:func:`~ntm_rl.cores.rnn.chrono_init_`); ``None``: PyTorch's.
     """
 
     def __init__(
@@ -92,6 +95,7 @@ class NTMCore(MemoryCore):
         memory_init: MemoryInit = "constant",
         clip: float | None = 20.0,
         eps: float = 1e-6,
+        chrono_init: int | None = None,
     ) -> None:
         super().__init__(input_dim)
         check_positive_int("controller_size", controller_size)
@@ -128,6 +132,11 @@ class NTMCore(MemoryCore):
             self.controller = nn.Linear(controller_input, controller_size)
         else:
             raise ValueError(f"controller must be 'lstm', 'gru' or 'mlp', got {controller!r}.")
+        self.chrono_init = chrono_init
+        if chrono_init is not None:
+            if controller == "mlp":
+                raise ValueError("chrono_init needs a recurrent controller ('lstm' or 'gru'), not 'mlp'.")
+            chrono_init_(self.controller, chrono_init)
 
         # Per head: key (M), strength, gate, shift (2S + 1), sharpening; write heads add erase
         # and add vectors (2M). One linear layer emits all of them.
