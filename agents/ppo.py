@@ -22,6 +22,9 @@ from ntm_rl.cores.base import check_positive_int
 from ntm_rl.cores.state import where_state
 from ntm_rl.policies import RecurrentActorCriticPolicy
 
+MINIBATCHES = 4
+"""Minibatches per epoch when ``batch_size`` is left to its default."""
+
 
 class RecurrentPPO(RecurrentOnPolicyAlgorithm):
     """Proximal Policy Optimization (clipped) with a recurrent memory core.
@@ -32,7 +35,9 @@ class RecurrentPPO(RecurrentOnPolicyAlgorithm):
     :param env: an SB3 ``VecEnv``, a gymnasium env or its id.
     :param learning_rate: learning rate, or a schedule of the remaining progress.
     :param n_steps: steps per environment per rollout.
-    :param batch_size: minibatch size in env steps (a multiple of ``sequence_length``).
+    :param batch_size: minibatch size in env steps (a multiple of ``sequence_length``); ``None``: a
+        quarter of the rollout, rounded up to whole sequences (with whole-rollout sequences and 16
+        envs, 4 envs per minibatch).
     :param n_epochs: passes over each rollout.
     :param gamma: discount factor.
     :param gae_lambda: GAE's bias-variance trade-off.
@@ -55,10 +60,10 @@ class RecurrentPPO(RecurrentOnPolicyAlgorithm):
         self,
         policy: str | type[RecurrentActorCriticPolicy],
         env: GymEnv | str,
-        learning_rate: float | Schedule = 3e-4,
+        learning_rate: float | Schedule = 1e-3,
         n_steps: int = 128,
-        batch_size: int = 512,
-        n_epochs: int = 4,
+        batch_size: int | None = None,
+        n_epochs: int = 10,
         gamma: float = 0.99,
         gae_lambda: float = 0.95,
         clip_range: float | Schedule = 0.2,
@@ -68,7 +73,7 @@ class RecurrentPPO(RecurrentOnPolicyAlgorithm):
         vf_coef: float = 0.5,
         max_grad_norm: float = 0.5,
         target_kl: float | None = None,
-        sequence_length: int | None = 32,
+        sequence_length: int | None = None,
         burn_in: int = 0,
         checkpoint_steps: int | None = None,
         stats_window_size: int = 100,
@@ -84,13 +89,17 @@ class RecurrentPPO(RecurrentOnPolicyAlgorithm):
             sequence_length, burn_in, checkpoint_steps, stats_window_size, tensorboard_log, policy_kwargs, verbose,
             seed, device,
         )  # fmt: skip
-        check_positive_int("batch_size", batch_size)
+        if batch_size is None and self.env is not None:  # (load() builds the agent without an env)
+            sequences = self.n_envs * max(1, self.n_steps // self.sequence_length)  # per rollout
+            batch_size = -(-sequences // MINIBATCHES) * self.sequence_length
         check_positive_int("n_epochs", n_epochs)
-        if batch_size % self.sequence_length != 0:
-            raise ValueError(
-                f"batch_size ({batch_size}) must be a multiple of sequence_length ({self.sequence_length}): "
-                "minibatches are made of whole sequences."
-            )
+        if batch_size is not None:
+            check_positive_int("batch_size", batch_size)
+            if batch_size % self.sequence_length != 0:
+                raise ValueError(
+                    f"batch_size ({batch_size}) must be a multiple of sequence_length ({self.sequence_length}): "
+                    "minibatches are made of whole sequences."
+                )
         self.batch_size, self.n_epochs = batch_size, n_epochs
         self.clip_range, self.clip_range_vf = clip_range, clip_range_vf
         self.normalize_advantage, self.target_kl = normalize_advantage, target_kl

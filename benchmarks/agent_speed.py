@@ -57,7 +57,8 @@ def measure(core: str, num_envs: int, args: argparse.Namespace) -> dict:
     model = RecurrentPPO(
         "MlpPolicy", env, n_steps=n_steps, batch_size=max(256, num_envs * n_steps // 8), sequence_length=4,
         n_epochs=4, learning_rate=1e-3, gamma=0.98, gae_lambda=0.8, device=device, seed=0,
-        policy_kwargs=dict(core=core, core_kwargs=CORE_SETTINGS[core]["core_kwargs"], net_arch=dict(pi=[64], vf=[64])),
+        policy_kwargs=dict(core=core, core_kwargs=CORE_SETTINGS[core]["core_kwargs"], net_arch=dict(pi=[64], vf=[64]),
+                           shared_core=True),
     )  # fmt: skip
     model.learn(num_envs * n_steps)  # warm-up: allocations, kernels
     steps = max(args.rollouts, 1) * num_envs * n_steps

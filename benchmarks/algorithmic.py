@@ -220,7 +220,7 @@ def run_task(
     """Train the NTM and a parameter-matched LSTM on a task; print errors and a JSON summary."""
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    ntm = SequenceModel(NTMCore(input_dim), bits)
+    ntm = SequenceModel(NTMCore(input_dim, controller_size=100, memory_size=128, word_size=20), bits)  # the paper's
     models = {"NTM": ntm}
     if not args.skip_lstm:
         models["LSTM"] = matched_lstm(input_dim, bits, parameter_count(ntm))

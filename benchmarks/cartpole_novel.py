@@ -96,7 +96,7 @@ def run_ours(core: str, seed: int, args: argparse.Namespace) -> dict:
         sequence_length=settings["sequence_length"], n_epochs=args.n_epochs, gamma=0.99, gae_lambda=0.95,
         learning_rate=LinearSchedule(settings["learning_rate"]), clip_range=LinearSchedule(0.2), seed=seed,
         policy_kwargs=dict(core=core, core_kwargs=settings["core_kwargs"], net_arch=dict(pi=[64], vf=[64]),
-                           activation_fn=torch.nn.ReLU, ortho_init=False),
+                           activation_fn=torch.nn.ReLU, ortho_init=False, shared_core=True),
     )  # fmt: skip
     timer = TimeToTarget(env, args.eval_freq, 475.0, seed + 1000)
     model.learn(args.steps, callback=timer)

@@ -60,7 +60,10 @@ class RecurrentActorCriticPolicy(BasePolicy):
     :param optimizer_kwargs: its keywords (besides the learning rate).
     :param core: ``"ntm"``, ``"lstm"`` or ``"gru"``.
     :param core_kwargs: keywords of the core (e.g. ``memory_size``, ``hidden_size``).
-    :param shared_core: one core for actor and critic, or a second core for the critic.
+    :param shared_core: one core for actor and critic, or (the default, as sb3-contrib's
+        ``enable_critic_lstm``) a second core of the same kind for the critic. A shared core also
+        takes the value loss, whose scale grows with the returns: at gamma 0.99 on tasks with a
+        reward at every step it drowned the policy's gradient and the agents stayed at chance.
     """
 
     def __init__(
@@ -80,7 +83,7 @@ class RecurrentActorCriticPolicy(BasePolicy):
         optimizer_kwargs: dict[str, Any] | None = None,
         core: str = "ntm",
         core_kwargs: dict[str, Any] | None = None,
-        shared_core: bool = True,
+        shared_core: bool = False,
     ):
         if use_sde:
             raise ValueError("use_sde=True is not supported by recurrent ntm-rl policies; use use_sde=False.")

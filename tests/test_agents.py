@@ -390,3 +390,15 @@ def test_tuple_observations_learn_once_flattened():
     model = small_agent(env)
     model.learn(64)
     assert model.observation_space.shape == (4,)
+
+
+def test_default_minibatches_are_a_quarter_of_the_rollout_in_whole_sequences():
+    env = TorchVecEnvToSB3(RepeatFirst(16, length=5))
+    whole = RecurrentPPO("MlpPolicy", env, n_steps=128, policy_kwargs=SMALL_CORES["gru"])
+    assert (whole.sequence_length, whole.batch_size) == (128, 4 * 128)  # 4 envs over the whole rollout
+    cut = RecurrentPPO("MlpPolicy", env, n_steps=128, sequence_length=32, policy_kwargs=SMALL_CORES["gru"])
+    assert cut.batch_size == 16 * 32  # 64 sequences of 32 steps, 16 per minibatch
+    few = RecurrentPPO("MlpPolicy", TorchVecEnvToSB3(RepeatFirst(2, length=5)), n_steps=64,
+                       policy_kwargs=SMALL_CORES["gru"])  # fmt: skip
+    assert few.batch_size == 64  # 2 sequences: one per minibatch
+    assert not whole.policy.shared_core and whole.policy.critic_core is not None
