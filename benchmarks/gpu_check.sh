@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One prepared run on a lent GPU machine (H100 or H200): the whole test suite there (CUDA tests
 # included), the core speed benchmark on CUDA (eager and compiled), the torch CartPole at
-# B=65,536 and recurrent PPO with a device-resident env at B=4,096 and 16,384. Installs nothing
+# B=65,536, recurrent PPO with a device-resident env at B=4,096 and 16,384, and the cost of 2,048-step
+# training sequences (time and peak memory per env step). Installs nothing
 # from the network. That machine's image has torch and pytest; the environments also need
 # gymnasium, stable-baselines3 and ale-py, carried as cp312 wheels in .whl/ (downloaded here
 # with `pip download --only-binary=:all: --python-version 3.12 ...`).
@@ -26,3 +27,5 @@ timeout 200 python3 benchmarks/env_speed.py --device cuda --torch-envs 65536 --s
   | tee "$out/env_speed_cuda.txt"
 timeout 240 python3 benchmarks/agent_speed.py --device cuda --num-envs 4096 16384 --skip-baseline 2>&1 \
   | tee "$out/agent_speed_cuda.txt"
+timeout 200 python3 benchmarks/sequence_cost.py --device cuda --lengths 128 2048 2>&1 \
+  | tee "$out/sequence_cost_cuda.txt"

@@ -392,3 +392,19 @@ def test_chrono_init_sets_the_gate_biases():
         GRUCore(INPUT_DIM, 16, chrono_init=2)
     with pytest.raises(ValueError, match="chrono_init needs a recurrent controller"):
         small_ntm(controller="mlp", chrono_init=50)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("how", ["forward", "checkpointed"])
+def test_episodes_side_by_side_on_cuda_equal_stepping(core, how):
+    core = core.to("cuda")
+    starts = random_starts(10, 4, seed=3).cuda()
+    x = torch.randn(10, 4, INPUT_DIM, device="cuda")
+    state = core.initial_state(4, "cuda")
+    expected = unroll_gradients(core, x, state, starts, "stepping")
+    ys, final, grads = unroll_gradients(core, x, state, starts, how)
+    torch.testing.assert_close(ys, expected[0], atol=1e-4, rtol=1e-4)
+    assert_states_close(final, expected[1], atol=1e-4, rtol=1e-4)
+    for grad, reference in zip(grads, expected[2], strict=True):
+        torch.testing.assert_close(grad, reference, atol=1e-4, rtol=1e-3)

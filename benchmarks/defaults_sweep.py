@@ -1,0 +1,140 @@
+"""The sweep behind RecurrentPPO's defaults: candidate settings on the memory probes at gamma 0.99.
+
+Every cell trains ``RecurrentPPO("MlpPolicy", env, n_steps=N, **setting)`` on a batched probe of 16
+envs, as a new user would (only the env, ``n_steps`` and the candidate's settings given; the core at
+its default size unless the setting says otherwise), records the learning curve (mean return of the
+last 100 training episodes after every rollout, with the seconds trained so far) and a final
+deterministic evaluation of 200 episodes, normalised so that the optimum is 1 and random actions 0.
+Settings are named in ``SETTINGS``; ``defaults`` is whatever the library's defaults are now.
+
+The report gives, per task, core and setting: the median (and range) over seeds of the final
+normalised evaluation, the env steps and seconds to a normalised training return of 0.9, and env
+steps/s. Cells run in ``--workers`` processes and are kept in ``<out>/cells.jsonl``.
+
+    python benchmarks/defaults_sweep.py --tasks repeat_previous --cores gru --settings defaults old
+    python benchmarks/defaults_sweep.py --workers 2 --seeds 0 1 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from learning import LearningCurve, evaluate, run_cells, steps_to  # the sibling module
+
+from ntm_rl.agents import RecurrentPPO
+from ntm_rl.envs import Copy, CountRecall, RepeatFirst, RepeatPrevious, TMaze
+from ntm_rl.vec import TorchVecEnv, TorchVecEnvToSB3
+
+TASKS: dict[str, tuple[Callable[[int], TorchVecEnv], int, int]] = {
+    # name: (env of n envs, n_steps, training steps); the per-step probes as configs/ has them
+    "repeat_previous": (lambda n: RepeatPrevious(n, num_symbols=4, delay=3, length=32), 128, 200_000),
+    "repeat_first": (lambda n: RepeatFirst(n, num_symbols=4, length=16), 128, 100_000),
+    "copy": (lambda n: Copy(n, num_symbols=4, length=5), 128, 500_000),
+    "count_recall": (lambda n: CountRecall(n, num_symbols=4, length=16, max_count=8), 128, 300_000),
+    "tmaze_100": (lambda n: TMaze(n, corridor_length=100), 256, 500_000),  # a cue, 100 blank steps, a query
+}
+SETTINGS: dict[str, dict] = {
+    "defaults": {},
+    # before this sweep: 4 epochs of minibatches of 512 steps, 32-step sequences, one core for both heads
+    "old": dict(n_epochs=4, batch_size=512, sequence_length=32, policy_kwargs=dict(shared_core=True)),
+    "old_separate": dict(n_epochs=4, batch_size=512, sequence_length=32, policy_kwargs=dict(shared_core=False)),
+    "whole_4x4_shared": dict(n_epochs=4, sequence_length=None, batch_size=4, policy_kwargs=dict(shared_core=True)),
+    "whole_4x4_separate": dict(n_epochs=4, sequence_length=None, batch_size=4, policy_kwargs=dict(shared_core=False)),
+    "whole_10x16_separate": dict(n_epochs=10, sequence_length=None, batch_size=1, policy_kwargs=dict(shared_core=False)),
+    "whole_10x8_separate": dict(n_epochs=10, sequence_length=None, batch_size=2, policy_kwargs=dict(shared_core=False)),
+    "whole_10x4_separate": dict(n_epochs=10, sequence_length=None, batch_size=4, policy_kwargs=dict(shared_core=False)),
+    "whole_10x8_shared": dict(n_epochs=10, sequence_length=None, batch_size=2, policy_kwargs=dict(shared_core=True)),
+    "whole_10x8_separate_chrono256": dict(n_epochs=10, sequence_length=None, batch_size=2,
+                                          policy_kwargs=dict(shared_core=False, core_kwargs=dict(chrono_init=256))),
+    "whole_10x4_separate_chrono256": dict(n_epochs=10, sequence_length=None, batch_size=4,
+                                          policy_kwargs=dict(shared_core=False, core_kwargs=dict(chrono_init=256))),
+    "whole_10x4_separate_lr1e-3": dict(n_epochs=10, sequence_length=None, batch_size=4, learning_rate=1e-3,
+                                       policy_kwargs=dict(shared_core=False)),
+    "whole_4x4_separate_lr1e-3": dict(n_epochs=4, sequence_length=None, batch_size=4, learning_rate=1e-3,
+                                      policy_kwargs=dict(shared_core=False)),
+    "whole_10x8_separate_lr1e-3": dict(n_epochs=10, sequence_length=None, batch_size=2, learning_rate=1e-3,
+                                       policy_kwargs=dict(shared_core=False)),
+    "whole_10x4_separate_lr1e-3_chrono256": dict(n_epochs=10, sequence_length=None, batch_size=4, learning_rate=1e-3,
+                                                 policy_kwargs=dict(shared_core=False,
+                                                                    core_kwargs=dict(chrono_init=256))),
+    "whole_10x1_separate_lr1e-3_chrono256": dict(n_epochs=10, sequence_length=None, batch_size=16, learning_rate=1e-3,
+                                                 policy_kwargs=dict(shared_core=False,
+                                                                    core_kwargs=dict(chrono_init=256))),
+}  # fmt: skip
+N_ENVS = 16
+
+
+def agent_kwargs(setting: str, n_steps: int) -> dict:
+    """The setting's keywords; a whole-rollout setting gives ``batch_size`` in envs, made steps here."""
+    kwargs = dict(SETTINGS[setting])
+    if kwargs.get("sequence_length", "") is None:
+        kwargs["batch_size"] = kwargs["batch_size"] * n_steps
+    return kwargs
+
+
+def run_cell(task: str, core: str, setting: str, seed: int) -> dict:
+    make_env, n_steps, steps = TASKS[task]
+    kwargs = agent_kwargs(setting, n_steps)
+    policy_kwargs = dict(core=core) | kwargs.pop("policy_kwargs", {})
+    model = RecurrentPPO("MlpPolicy", TorchVecEnvToSB3(make_env(N_ENVS)), n_steps=n_steps, seed=seed,
+                         policy_kwargs=policy_kwargs, **kwargs)  # fmt: skip
+    curve = LearningCurve()
+    start = time.perf_counter()
+    model.learn(steps, callback=curve)
+    seconds = time.perf_counter() - start
+    probe = make_env(20)
+    eval_mean = evaluate(model, TorchVecEnvToSB3(probe), 200, seed + 1000)
+    normalised = (eval_mean - probe.random_return) / (probe.optimal_return - probe.random_return)
+    return {"steps": steps, "seconds": round(seconds, 1), "fps": round(steps / seconds), "eval_mean": eval_mean,
+            "normalised": round(normalised, 4), "optimal": probe.optimal_return, "random": probe.random_return,
+            "parameters": sum(p.numel() for p in model.policy.parameters()), "curve": curve.points}  # fmt: skip
+
+
+def report(results: list[dict]) -> None:
+    rows = sorted({(r["task"], r["core"], r["setting"]) for r in results}, key=lambda k: (k[0], k[1], k[2]))
+    print(f"\n{'task':16s} {'core':4s} {'setting':22s} {'seeds':>5s} {'normalised eval: median [min, max]':>36s} "
+          f"{'steps to 0.9':>14s} {'s to 0.9':>9s} {'steps/s':>8s}")  # fmt: skip
+    for task, core, setting in rows:
+        runs = [r for r in results if (r["task"], r["core"], r["setting"]) == (task, core, setting)]
+        scores = [r["normalised"] for r in runs]
+        reached = []
+        for r in runs:
+
+            def normalise(value: float, r: dict = r) -> float:
+                return (value - r["random"]) / (r["optimal"] - r["random"])
+
+            at = steps_to(r["curve"], 0.9, normalise)
+            seconds = next((p[1] for p in r["curve"] if p[0] == at), None) if at is not None else None
+            reached.append((at, seconds))
+        done = [a for a, _ in reached if a is not None]
+        steps_text, seconds_text = "never", "-"
+        if done:
+            steps_text = f"{int(np.median(done)):,}" + ("" if len(done) == len(runs) else f" ({len(done)}/{len(runs)})")
+            seconds_text = f"{np.median([s for _, s in reached if s is not None]):.0f}"
+        print(f"{task:16s} {core:4s} {setting:22s} {len(runs):5d} "
+              f"{np.median(scores):14.3f} [{min(scores):6.3f}, {max(scores):6.3f}]{'':6s} "
+              f"{steps_text:>14s} {seconds_text:>9s} {np.median([r['fps'] for r in runs]):8,.0f}")  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
+    parser.add_argument("--cores", nargs="+", default=["ntm", "gru", "lstm"], choices=["ntm", "gru", "lstm"])
+    parser.add_argument("--settings", nargs="+", default=["defaults"], choices=list(SETTINGS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--workers", type=int, default=1, help="processes, one torch thread each")
+    parser.add_argument("--out", type=Path, default=Path("runs/defaults_sweep"))
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    cells = [dict(task=t, core=c, setting=s, seed=seed) for t in args.tasks for c in args.cores
+             for s in args.settings for seed in args.seeds]  # fmt: skip
+    report(run_cells(run_cell, cells, args.out / "cells.jsonl", args.workers))
+
+
+if __name__ == "__main__":
+    main()
