@@ -1,10 +1,11 @@
 """The sweep behind RecurrentPPO's defaults: candidate settings on the memory probes at gamma 0.99.
 
-Every cell trains ``RecurrentPPO("MlpPolicy", env, n_steps=N, **setting)`` on a batched probe of 16
-envs, as a new user would (only the env, ``n_steps`` and the candidate's settings given; the core at
-its default size unless the setting says otherwise), records the learning curve (mean return of the
-last 100 training episodes after every rollout, with the seconds trained so far) and a final
-deterministic evaluation of 200 episodes, normalised so that the optimum is 1 and random actions 0.
+Every cell trains ``RecurrentPPO("MlpPolicy", env, n_steps=N, **setting)`` (``RecurrentA2C`` where the
+setting says so) on a batched probe of 16 envs, as a new user would (only the env, ``n_steps`` and
+the candidate's settings given; the core at its default size unless the setting says otherwise),
+records the learning curve (mean return of the last 100 training episodes after every rollout, with
+the seconds trained so far) and a final deterministic evaluation of 200 episodes, normalised so that
+the optimum is 1 and random actions 0.
 Settings are named in ``SETTINGS``; ``defaults`` is whatever the library's defaults are now.
 
 The report gives, per task, core and setting: the median (and range) over seeds of the final
@@ -26,7 +27,7 @@ import numpy as np
 import torch
 from learning import LearningCurve, evaluate, run_cells, steps_to  # the sibling module
 
-from ntm_rl.agents import RecurrentPPO
+from ntm_rl.agents import RecurrentA2C, RecurrentPPO
 from ntm_rl.envs import Copy, CountRecall, RepeatFirst, RepeatPrevious, TMaze
 from ntm_rl.vec import TorchVecEnv, TorchVecEnvToSB3
 
@@ -38,34 +39,57 @@ TASKS: dict[str, tuple[Callable[[int], TorchVecEnv], int, int]] = {
     "count_recall": (lambda n: CountRecall(n, num_symbols=4, length=16, max_count=8), 128, 300_000),
     "tmaze_100": (lambda n: TMaze(n, corridor_length=100), 256, 500_000),  # a cue, 100 blank steps, a query
 }
+
+
+def whole_rollouts(
+    n_epochs: int,
+    envs_per_batch: int,
+    shared_core: bool = False,
+    learning_rate: float = 3e-4,
+    chrono_init: int | None = None,
+) -> dict:
+    """A candidate that trains on whole rollouts, ``envs_per_batch`` envs per minibatch (of 16)."""
+    policy_kwargs = dict(shared_core=shared_core) | (
+        {} if chrono_init is None else dict(core_kwargs=dict(chrono_init=chrono_init))
+    )
+    return dict(
+        n_epochs=n_epochs,
+        sequence_length=None,
+        batch_size=envs_per_batch,
+        learning_rate=learning_rate,
+        policy_kwargs=policy_kwargs,
+    )
+
+
+# Every candidate pins what it varies (learning rate included), so that its cells keep their meaning
+# when the library's defaults move; the core keeps its library default size.
 SETTINGS: dict[str, dict] = {
     "defaults": {},
     # before this sweep: 4 epochs of minibatches of 512 steps, 32-step sequences, one core for both heads
-    "old": dict(n_epochs=4, batch_size=512, sequence_length=32, policy_kwargs=dict(shared_core=True)),
-    "old_separate": dict(n_epochs=4, batch_size=512, sequence_length=32, policy_kwargs=dict(shared_core=False)),
-    "whole_4x4_shared": dict(n_epochs=4, sequence_length=None, batch_size=4, policy_kwargs=dict(shared_core=True)),
-    "whole_4x4_separate": dict(n_epochs=4, sequence_length=None, batch_size=4, policy_kwargs=dict(shared_core=False)),
-    "whole_10x16_separate": dict(n_epochs=10, sequence_length=None, batch_size=1, policy_kwargs=dict(shared_core=False)),
-    "whole_10x8_separate": dict(n_epochs=10, sequence_length=None, batch_size=2, policy_kwargs=dict(shared_core=False)),
-    "whole_10x4_separate": dict(n_epochs=10, sequence_length=None, batch_size=4, policy_kwargs=dict(shared_core=False)),
-    "whole_10x8_shared": dict(n_epochs=10, sequence_length=None, batch_size=2, policy_kwargs=dict(shared_core=True)),
-    "whole_10x8_separate_chrono256": dict(n_epochs=10, sequence_length=None, batch_size=2,
-                                          policy_kwargs=dict(shared_core=False, core_kwargs=dict(chrono_init=256))),
-    "whole_10x4_separate_chrono256": dict(n_epochs=10, sequence_length=None, batch_size=4,
-                                          policy_kwargs=dict(shared_core=False, core_kwargs=dict(chrono_init=256))),
-    "whole_10x4_separate_lr1e-3": dict(n_epochs=10, sequence_length=None, batch_size=4, learning_rate=1e-3,
-                                       policy_kwargs=dict(shared_core=False)),
-    "whole_4x4_separate_lr1e-3": dict(n_epochs=4, sequence_length=None, batch_size=4, learning_rate=1e-3,
-                                      policy_kwargs=dict(shared_core=False)),
-    "whole_10x8_separate_lr1e-3": dict(n_epochs=10, sequence_length=None, batch_size=2, learning_rate=1e-3,
-                                       policy_kwargs=dict(shared_core=False)),
-    "whole_10x4_separate_lr1e-3_chrono256": dict(n_epochs=10, sequence_length=None, batch_size=4, learning_rate=1e-3,
-                                                 policy_kwargs=dict(shared_core=False,
-                                                                    core_kwargs=dict(chrono_init=256))),
-    "whole_10x1_separate_lr1e-3_chrono256": dict(n_epochs=10, sequence_length=None, batch_size=16, learning_rate=1e-3,
-                                                 policy_kwargs=dict(shared_core=False,
-                                                                    core_kwargs=dict(chrono_init=256))),
-}  # fmt: skip
+    "old": dict(
+        n_epochs=4, batch_size=512, sequence_length=32, learning_rate=3e-4, policy_kwargs=dict(shared_core=True)
+    ),
+    "old_separate": dict(
+        n_epochs=4, batch_size=512, sequence_length=32, learning_rate=3e-4, policy_kwargs=dict(shared_core=False)
+    ),
+    "whole_4x4_shared": whole_rollouts(4, 4, shared_core=True),
+    "whole_4x4_separate": whole_rollouts(4, 4),
+    "whole_10x16_separate": whole_rollouts(10, 1),
+    "whole_10x8_separate": whole_rollouts(10, 2),
+    "whole_10x4_separate": whole_rollouts(10, 4),
+    "whole_10x8_shared": whole_rollouts(10, 2, shared_core=True),
+    "whole_10x8_separate_chrono256": whole_rollouts(10, 2, chrono_init=256),
+    "whole_10x4_separate_chrono256": whole_rollouts(10, 4, chrono_init=256),
+    "whole_10x4_separate_lr1e-3": whole_rollouts(10, 4, learning_rate=1e-3),
+    "whole_4x4_separate_lr1e-3": whole_rollouts(4, 4, learning_rate=1e-3),
+    "whole_10x8_separate_lr1e-3": whole_rollouts(10, 2, learning_rate=1e-3),
+    "whole_10x4_separate_lr1e-3_chrono256": whole_rollouts(10, 4, learning_rate=1e-3, chrono_init=256),
+    "whole_10x1_separate_lr1e-3_chrono256": whole_rollouts(10, 16, learning_rate=1e-3, chrono_init=256),
+    # the defaults with a chrono initialisation spanning the 100-step cue
+    "defaults_chrono128": dict(policy_kwargs=dict(core_kwargs=dict(chrono_init=128))),
+    # RecurrentA2C at its defaults (its own n_steps, 16: one gradient step per rollout)
+    "a2c_defaults": dict(algo=RecurrentA2C, n_steps=16),
+}
 N_ENVS = 16
 
 
@@ -79,10 +103,10 @@ def agent_kwargs(setting: str, n_steps: int) -> dict:
 
 def run_cell(task: str, core: str, setting: str, seed: int) -> dict:
     make_env, n_steps, steps = TASKS[task]
-    kwargs = agent_kwargs(setting, n_steps)
+    kwargs = dict(n_steps=n_steps) | agent_kwargs(setting, n_steps)
+    algo = kwargs.pop("algo", RecurrentPPO)
     policy_kwargs = dict(core=core) | kwargs.pop("policy_kwargs", {})
-    model = RecurrentPPO("MlpPolicy", TorchVecEnvToSB3(make_env(N_ENVS)), n_steps=n_steps, seed=seed,
-                         policy_kwargs=policy_kwargs, **kwargs)  # fmt: skip
+    model = algo("MlpPolicy", TorchVecEnvToSB3(make_env(N_ENVS)), seed=seed, policy_kwargs=policy_kwargs, **kwargs)
     curve = LearningCurve()
     start = time.perf_counter()
     model.learn(steps, callback=curve)
