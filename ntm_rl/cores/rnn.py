@@ -61,12 +61,15 @@ class GRUState(NamedTuple):
 class _RNNCore(MemoryCore):
     """Shared code of the LSTM and GRU cores: ``nn.LSTM``/``nn.GRU`` with batch-first states."""
 
-    rnn: nn.LSTM | nn.GRU
+    rnn_class: type[nn.LSTM] | type[nn.GRU]
 
     def __init__(self, input_dim: int, hidden_size: int, chrono_init: int | None) -> None:
         super().__init__(input_dim)
         self.hidden_size = check_positive_int("hidden_size", hidden_size)
         self.chrono_init = chrono_init
+        self.rnn = self.rnn_class(self.input_dim, self.hidden_size)
+        if chrono_init is not None:
+            chrono_init_(self.rnn, chrono_init)
 
     @property
     def output_dim(self) -> int:
@@ -110,11 +113,10 @@ class LSTMCore(_RNNCore):
         (:func:`chrono_init_`); ``None``: PyTorch's initialisation.
     """
 
+    rnn_class = nn.LSTM
+
     def __init__(self, input_dim: int, hidden_size: int = 128, chrono_init: int | None = None) -> None:
         super().__init__(input_dim, hidden_size, chrono_init)
-        self.rnn = nn.LSTM(self.input_dim, self.hidden_size)
-        if chrono_init is not None:
-            chrono_init_(self.rnn, chrono_init)
 
     def initial_state(self, batch_size: int, device: torch.device | str | None = None) -> LSTMState:
         zeros = self._zeros(batch_size, device)
@@ -144,11 +146,10 @@ class GRUCore(_RNNCore):
         (:func:`chrono_init_`); ``None``: PyTorch's initialisation.
     """
 
+    rnn_class = nn.GRU
+
     def __init__(self, input_dim: int, hidden_size: int = 128, chrono_init: int | None = None) -> None:
         super().__init__(input_dim, hidden_size, chrono_init)
-        self.rnn = nn.GRU(self.input_dim, self.hidden_size)
-        if chrono_init is not None:
-            chrono_init_(self.rnn, chrono_init)
 
     def initial_state(self, batch_size: int, device: torch.device | str | None = None) -> GRUState:
         return GRUState(self._zeros(batch_size, device))
