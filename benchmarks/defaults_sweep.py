@@ -38,6 +38,7 @@ TASKS: dict[str, tuple[Callable[[int], TorchVecEnv], int, int]] = {
     "copy": (lambda n: Copy(n, num_symbols=4, length=5), 128, 500_000),
     "count_recall": (lambda n: CountRecall(n, num_symbols=4, length=16, max_count=8), 128, 300_000),
     "tmaze_100": (lambda n: TMaze(n, corridor_length=100), 256, 500_000),  # a cue, 100 blank steps, a query
+    "tmaze_1000": (lambda n: TMaze(n, corridor_length=1000), 2048, 2_000_000),  # whole episodes fit a rollout
 }
 
 
@@ -87,6 +88,7 @@ SETTINGS: dict[str, dict] = {
     "whole_10x1_separate_lr1e-3_chrono256": whole_rollouts(10, 16, learning_rate=1e-3, chrono_init=256),
     # the defaults with a chrono initialisation spanning the 100-step cue
     "defaults_chrono128": dict(policy_kwargs=dict(core_kwargs=dict(chrono_init=128))),
+    "defaults_chrono1000": dict(policy_kwargs=dict(core_kwargs=dict(chrono_init=1000))),
     # RecurrentA2C at its defaults (its own n_steps, 16: one gradient step per rollout)
     "a2c_defaults": dict(algo=RecurrentA2C, n_steps=16),
 }
