@@ -56,7 +56,7 @@ def make_agent(agent: str, env: VecMonitor, seed: int):
     return RecurrentPPO(
         "MlpPolicy", env, n_steps=N_STEPS, batch_size=128, n_epochs=10, sequence_length=N_STEPS, learning_rate=3e-4,
         gamma=0.99, gae_lambda=0.95, clip_range=0.2, seed=seed,
-        policy_kwargs=dict(core="lstm", core_kwargs=dict(hidden_size=256), shared_core=False,
+        policy_kwargs=dict(core="lstm", core_kwargs=dict(hidden_size=256, chrono_init=None), shared_core=False,
                            net_arch=dict(pi=[64, 64], vf=[64, 64]), activation_fn=torch.nn.Tanh, ortho_init=True),
     )  # fmt: skip
 

@@ -359,7 +359,7 @@ def test_compiled_step_matches_eager_outputs_and_gradients():
 def test_chrono_init_keeps_a_cue_across_a_hundred_blank_steps(factory):
     """Two inputs at step 0, then 100 steps of zeros. With PyTorch's initialisation an LSTM's or
     GRU's two states have converged and no gradient of the last output reaches the first input (an
-    NTM's memory keeps a little of both); with chrono initialisation both survive, many times over."""
+    NTM's memory keeps a little of both); with chrono initialisation both survive, several times over."""
 
     def cue_gap(core) -> tuple[float, float]:
         cue = torch.zeros(101, 2, INPUT_DIM)
@@ -375,19 +375,26 @@ def test_chrono_init_keeps_a_cue_across_a_hundred_blank_steps(factory):
     chrono_gap, chrono_grad = cue_gap(factory(200))
     is_ntm = isinstance(factory(None), NTMCore)
     assert (default_grad > 1e-5) if is_ntm else (default_grad < 1e-15 and default_gap < 1e-6)
-    assert chrono_gap > 1e-3 and chrono_gap > 5 * default_gap
-    assert chrono_grad > 1e-3 and chrono_grad > 5 * default_grad
+    # (half the units are chrono-initialised; an NTM's memory already keeps some of the cue)
+    assert chrono_gap > 1e-3 and chrono_gap > 3 * default_gap
+    assert chrono_grad > 5e-4 and chrono_grad > 3 * default_grad
 
 
-def test_chrono_init_sets_the_gate_biases():
+def test_chrono_init_sets_the_gate_biases_of_half_the_units():
     torch.manual_seed(0)
-    lstm = LSTMCore(INPUT_DIM, 16, chrono_init=50).rnn
-    forget = lstm.bias_ih_l0[16:32] + lstm.bias_hh_l0[16:32]
-    torch.testing.assert_close(lstm.bias_ih_l0[:16] + lstm.bias_hh_l0[:16], -forget)
-    assert forget.min() >= 0 and forget.max() <= torch.log(torch.tensor(49.0))
+    bound = torch.log(torch.tensor(49.0))
+    lstm, plain_lstm = LSTMCore(INPUT_DIM, 16, chrono_init=50).rnn, LSTMCore(INPUT_DIM, 16, chrono_init=None).rnn
+    forget = lstm.bias_ih_l0[16:24] + lstm.bias_hh_l0[16:24]
+    torch.testing.assert_close(lstm.bias_ih_l0[:8] + lstm.bias_hh_l0[:8], -forget)
+    assert forget.min() >= 0 and forget.max() <= bound and forget.std() > 0.1
+    # the other half keep PyTorch's init: biases within +-1/sqrt(hidden) each
+    for rnn in (lstm, plain_lstm):
+        fast = torch.cat([rnn.bias_ih_l0[8:16], rnn.bias_ih_l0[24:32], rnn.bias_hh_l0[8:16], rnn.bias_hh_l0[24:32]])
+        assert fast.abs().max() <= 0.25
     gru = GRUCore(INPUT_DIM, 16, chrono_init=50).rnn
-    update = gru.bias_ih_l0[16:32] + gru.bias_hh_l0[16:32]
-    assert update.min() >= 0 and update.max() <= torch.log(torch.tensor(49.0)) and update.std() > 0.1
+    update = gru.bias_ih_l0[16:24] + gru.bias_hh_l0[16:24]
+    assert update.min() >= 0 and update.max() <= bound and update.std() > 0.1
+    assert gru.bias_ih_l0[24:32].abs().max() <= 0.25 and gru.bias_hh_l0[24:32].abs().max() <= 0.25
     with pytest.raises(ValueError, match="chrono_init must be at least 3"):
         GRUCore(INPUT_DIM, 16, chrono_init=2)
     with pytest.raises(ValueError, match="chrono_init needs a recurrent controller"):
