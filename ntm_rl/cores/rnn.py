@@ -34,13 +34,13 @@ def chrono_init_(rnn: nn.LSTM | nn.LSTMCell | nn.GRU | nn.GRUCell, max_timescale
     Why not the paper's recipe (every unit, ``u ~ U(1, max_timescale - 1)``): it leaves almost no
     fast unit, and a GRU agent learned repeat-previous (delay 3) to 0.67 of the optimum in 200k steps
     where PyTorch's init reached 1.00; timescales spread log-uniformly over every unit reached 0.90;
-    half the units log-uniform, 1.00, while each of the three learned a 100-step T-maze cue
-    (``benchmarks/defaults_sweep.py``, seed 0, README).
+    half the units log-uniform, 1.00 (3 seeds). Each of the three learned a 100-step T-maze cue on
+    seed 0; half the units log-uniform did on 2 seeds of 3 (``benchmarks/defaults_sweep.py``, README).
     """
     if max_timescale < 3:
         raise ValueError(f"chrono_init must be at least 3 (a timescale in steps), got {max_timescale}.")
     hidden = rnn.hidden_size
-    slow = hidden // 2 if hidden > 1 else 1
+    slow = max(1, hidden // 2)
     bias_ih, bias_hh = (getattr(rnn, name) for name in ("bias_ih", "bias_hh")) if isinstance(
         rnn, nn.LSTMCell | nn.GRUCell
     ) else (rnn.bias_ih_l0, rnn.bias_hh_l0)  # fmt: skip
