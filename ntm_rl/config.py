@@ -22,11 +22,13 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import inspect
+import math
 import operator
+import os
 import re
 import types
 import typing
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -41,9 +43,34 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU, "el
 SCHEDULE_KEYS = ("learning_rate", "clip_range", "clip_range_vf")
 
 
+MAX_CONFIG_BYTES = 1 << 20
+"""Configs are short; a bigger file is a mistake (or an attack), refused before it is parsed."""
+
+
 class _YamlLoader(yaml.SafeLoader):
     """PyYAML's safe loader, but floats as YAML 1.2 writes them: ``1e-3`` and ``1e5`` are numbers
-    (YAML 1.1, which PyYAML follows, wants a dot, ``1.0e-3``, and reads ``1e-3`` as text)."""
+    (YAML 1.1, which PyYAML follows, wants a dot, ``1.0e-3``, and reads ``1e-3`` as text); a key
+    given twice is refused rather than silently taking the last value; and aliases (``*name``) are
+    refused, as a few lines of them can expand into gigabytes of values."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            raise ConfigError(f"YAML aliases (*name) are not allowed in configs (line {mark.line + 1}); "
+                              "write the value out.")  # fmt: skip
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if not isinstance(key, Hashable):
+                continue  # PyYAML's own error follows
+            if key in seen:
+                raise ConfigError(f"key {_short(key)} appears twice in one mapping (line {key_node.start_mark.line + 1}); "
+                                  "keep one.")  # fmt: skip
+            seen.add(key)
+        return super().construct_mapping(node, deep)
 
 
 _YamlLoader.add_implicit_resolver(
@@ -55,6 +82,12 @@ _YamlLoader.add_implicit_resolver(
 
 def _load_yaml(text: str) -> Any:
     return yaml.load(text, Loader=_YamlLoader)  # _YamlLoader is a SafeLoader
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    """``repr(value)``, cut to ``limit`` characters: error messages stay one readable line."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 5]}...{text[-2:]}"
 
 
 """Algorithm keywords that take a number or ``"lin_<start>"`` (linear decay to 0, as rl-zoo3)."""
@@ -136,10 +169,17 @@ def load_config(path: str | Path, overrides: Iterable[str] = ()) -> ExperimentCo
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} does not exist; give the path of a YAML file (see configs/).")
+    if path.stat().st_size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path} is {path.stat().st_size:,} bytes; a config is at most {MAX_CONFIG_BYTES:,} "
+                          "(is it the right file?).")  # fmt: skip
     try:
-        data = _load_yaml(path.read_text())
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path} is not UTF-8 text (byte {error.start}); give a YAML config file.") from None
+    try:
+        data = _load_yaml(text)
     except yaml.YAMLError as error:
-        raise ConfigError(f"{path} is not valid YAML: {' '.join(str(error).split())}") from None
+        raise ConfigError(f"{path} is not valid YAML: {_short(' '.join(str(error).split()), 300)}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must hold a mapping of config keys, got {type(data).__name__}.")
     for override in overrides:
@@ -181,7 +221,8 @@ def did_you_mean(name: str, options: Iterable[str]) -> str:
 def _unknown(key: str, options: Iterable[str]) -> ConfigError:
     options = sorted(options)
     return ConfigError(
-        f"unknown config key {key!r}{did_you_mean(key.rsplit('.', 1)[-1], options)}; valid: {', '.join(options)}."
+        f"unknown config key {_short(key)}{did_you_mean(key.rsplit('.', 1)[-1][:100], options)}; "
+        f"valid: {', '.join(options)}."
     )
 
 
@@ -193,10 +234,11 @@ def _check_type(key: str, value: Any, kind: Any) -> Any:
     """``value`` if it fits the annotation ``kind`` (ints pass as floats), else a ConfigError."""
     origin = typing.get_origin(kind)
     if origin is Literal:
-        if value not in typing.get_args(kind):
+        if not isinstance(value, Hashable) or value not in typing.get_args(kind):
             choices = ", ".join(repr(c) for c in typing.get_args(kind))
             raise ConfigError(
-                f"{key} must be one of {choices}, got {value!r}{did_you_mean(str(value), map(str, typing.get_args(kind)))}."
+                f"{key} must be one of {choices}, got {_short(value)}"
+                f"{did_you_mean(str(value)[:100], map(str, typing.get_args(kind)))}."
             )
         return value
     if origin in (types.UnionType, typing.Union):
@@ -206,7 +248,7 @@ def _check_type(key: str, value: Any, kind: Any) -> Any:
             except ConfigError:
                 continue
         names = " or ".join(_type_name(option) for option in typing.get_args(kind))
-        raise ConfigError(f"{key} must be {names}, got {value!r} ({type(value).__name__}).")
+        raise ConfigError(f"{key} must be {names}, got {_short(value)} ({type(value).__name__}).")
     expected = origin or kind
     if expected is type(None):
         ok = value is None
@@ -219,7 +261,7 @@ def _check_type(key: str, value: Any, kind: Any) -> Any:
         ok = isinstance(value, expected)
     if not ok:
         hint = f" (write {int(value)})" if expected is int and isinstance(value, float) and value.is_integer() else ""
-        raise ConfigError(f"{key} must be {_type_name(expected)}, got {value!r} ({type(value).__name__}){hint}.")
+        raise ConfigError(f"{key} must be {_type_name(expected)}, got {_short(value)} ({type(value).__name__}){hint}.")
     return value
 
 
@@ -227,7 +269,7 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
     """Instantiate the config dataclass ``cls`` from a mapping, checking keys and types."""
     section = prefix.rstrip(".") or "the config"
     if not isinstance(data, dict):
-        raise ConfigError(f"{section} must be a mapping, got {data!r}.")
+        raise ConfigError(f"{section} must be a mapping, got {_short(data)}.")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
     for key in data:
@@ -293,6 +335,9 @@ def validate(config: ExperimentConfig) -> None:
     from ntm_rl.experiment import ALGORITHMS, env_class
     from ntm_rl.policies import RecurrentActorCriticPolicy
 
+    if not (isinstance(config.name, str) and RUN_NAME.fullmatch(config.name)):
+        raise ConfigError(f"name must be one path component of letters, digits, '.', '_' and '-' (at most 100, "
+                          f"not starting with '.' or '-'): it names the run directory; got {_short(config.name)}.")  # fmt: skip
     for name in ("total_timesteps", "checkpoint_freq", "keep_checkpoints", "env.n_envs", "eval.episodes"):
         value = operator.attrgetter(name)(config)
         if value < 1:
@@ -322,6 +367,8 @@ def validate(config: ExperimentConfig) -> None:
     for key in SCHEDULE_KEYS:
         if key in config.algo_kwargs and config.algo_kwargs[key] is not None:
             parse_schedule(key, config.algo_kwargs[key])
+    _check_ranges(config)
+    _check_memory(config)
 
     if config.device != "auto":  # whether this machine has the device is checked where it is used
         try:
@@ -330,6 +377,85 @@ def validate(config: ExperimentConfig) -> None:
             kind = None
         if kind not in ("cpu", "cuda"):
             raise ConfigError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {config.device!r}.")
+
+
+RUN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}")
+
+ALGO_RANGES: dict[str, tuple[str, Callable[[float], bool]]] = {
+    "gamma": ("in [0, 1]", lambda v: 0 <= v <= 1),
+    "gae_lambda": ("in [0, 1]", lambda v: 0 <= v <= 1),
+    "learning_rate": ("> 0", lambda v: v > 0),
+    "clip_range": ("> 0", lambda v: v > 0),
+    "clip_range_vf": ("> 0 (or null: no value clipping)", lambda v: v > 0),
+    "max_grad_norm": ("> 0", lambda v: v > 0),
+    "target_kl": ("> 0 (or null: no early stop)", lambda v: v > 0),
+    "ent_coef": (">= 0", lambda v: v >= 0),
+    "vf_coef": (">= 0", lambda v: v >= 0),
+    "rms_prop_eps": ("> 0", lambda v: v > 0),
+}
+"""The ranges of algorithm keywords that SB3 leaves unchecked (a schedule ``lin_<x>`` is checked at ``x``)."""
+
+
+def _check_ranges(config: ExperimentConfig) -> None:
+    """Finite numbers everywhere but ``env.kwargs`` (an env may take infinite bounds), and the
+    algorithm keywords in their ranges."""
+
+    def walk(key: str, value: Any) -> None:
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{key} must be a finite number, got {value}.")
+        if isinstance(value, dict):
+            for child, item in value.items():
+                walk(f"{key}.{child}", item)
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                walk(f"{key}[{index}]", item)
+
+    for section in ("algo_kwargs", "core_kwargs", "policy_kwargs"):
+        walk(section, getattr(config, section))
+    for key, (allowed, ok) in ALGO_RANGES.items():
+        value = config.algo_kwargs.get(key)
+        if isinstance(value, str) and key in SCHEDULE_KEYS:
+            value = parse_schedule(key, value).start
+            if not math.isfinite(value):
+                raise ConfigError(f"algo_kwargs.{key} must start at a finite number, got {config.algo_kwargs[key]!r}.")
+        if isinstance(value, int | float) and not isinstance(value, bool) and not ok(value):
+            raise ConfigError(f"algo_kwargs.{key} must be {allowed}, got {value}.")
+
+
+def estimated_bytes(config: ExperimentConfig) -> int:
+    """A lower bound on the memory a run needs for its cores' states: those stored in the rollout
+    buffer and those kept for the backward pass of one minibatch (observations not counted)."""
+    from ntm_rl.cores import CORES
+
+    defaults = {name: p.default for name, p in inspect.signature(CORES[config.core]).parameters.items()}
+    kwargs = defaults | config.core_kwargs
+    if config.core == "ntm":
+        heads = kwargs["num_read_heads"] + kwargs["num_write_heads"]
+        floats = (kwargs["memory_size"] * (kwargs["word_size"] + heads) + kwargs["num_read_heads"] * kwargs["word_size"]
+                  + 2 * kwargs["controller_size"])  # fmt: skip
+    else:
+        floats = 6 * kwargs["hidden_size"]  # state and gate activations per step
+    algo = config.algo_kwargs
+    n_envs, n_steps = config.env.n_envs, algo.get("n_steps", 128 if config.algo == "ppo" else 16)
+    sequence_length = algo.get("sequence_length") or n_steps
+    batch = algo.get("batch_size") or (n_envs * n_steps if config.algo == "a2c" else -(-n_envs // 4) * n_steps)
+    stored = n_envs * (n_steps // max(sequence_length, 1) + 2)
+    return 4 * floats * (stored + batch) + 4 * 8 * n_envs * n_steps
+
+
+def _check_memory(config: ExperimentConfig) -> None:
+    """Refuse a config whose cores cannot fit in this machine's memory (one line, not an allocation error)."""
+    try:
+        available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not on this platform: nothing to compare with
+        return
+    needed = estimated_bytes(config)
+    if needed > available:
+        raise ConfigError(
+            f"this config needs at least {needed / 2**30:,.1f} GiB for its {config.core} states "
+            f"(env.n_envs={config.env.n_envs}, core_kwargs={_short(config.core_kwargs)}), and this machine has "
+            f"{available / 2**30:,.1f} GiB; lower env.n_envs, the core's size or algo_kwargs.n_steps."
+        )
 
 
 def to_yaml(config: ExperimentConfig) -> str:
