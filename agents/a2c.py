@@ -6,7 +6,7 @@ the recurrent state at its start; RMSprop by default, as SB3 and the original A2
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +34,7 @@ class RecurrentA2C(RecurrentOnPolicyAlgorithm):
     :param normalize_advantage: normalise advantages.
     :param checkpoint_steps: gradient checkpointing over chunks of this many steps of the rollout,
         which bounds activation memory when ``n_steps`` is long (``None``: off).
+    :param nan_policy: as for :class:`~ntm_rl.agents.RecurrentPPO`.
     """
 
     def __init__(
@@ -51,6 +52,7 @@ class RecurrentA2C(RecurrentOnPolicyAlgorithm):
         use_rms_prop: bool = True,
         normalize_advantage: bool = False,
         checkpoint_steps: int | None = None,
+        nan_policy: Literal["raise", "skip_update"] = "raise",
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
         policy_kwargs: dict[str, Any] | None = None,
@@ -66,6 +68,7 @@ class RecurrentA2C(RecurrentOnPolicyAlgorithm):
         super().__init__(
             policy, env, learning_rate, n_steps, gamma, gae_lambda, ent_coef, vf_coef, max_grad_norm,
             None, 0, checkpoint_steps, stats_window_size, tensorboard_log, policy_kwargs, verbose, seed, device,
+            nan_policy=nan_policy,
         )  # fmt: skip
         self.normalize_advantage = normalize_advantage
         if _init_setup_model:
@@ -87,10 +90,7 @@ class RecurrentA2C(RecurrentOnPolicyAlgorithm):
         entropy_loss = -torch.mean(-log_prob) if entropy is None else -torch.mean(entropy)
         loss = policy_loss + self.ent_coef * entropy_loss + self.vf_coef * value_loss
 
-        self.policy.optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
-        self.policy.optimizer.step()
+        self._gradient_step(loss)
 
         self._n_updates += 1
         buffer = self.rollout_buffer

@@ -14,7 +14,10 @@ Recurrent PPO and A2C differ only in their update. Both collect rollouts here:
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+import io
+import pathlib
+from collections.abc import Iterable
+from typing import Any, ClassVar, Literal, Self
 
 import numpy as np
 import torch
@@ -22,6 +25,7 @@ from gymnasium import spaces
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList, ConvertCallback, ProgressBarCallback
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.save_util import open_path
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 from stable_baselines3.common.vec_env import VecEnv
 
@@ -35,7 +39,12 @@ from ntm_rl.policies import (
     RecurrentMlpPolicy,
     RecurrentMultiInputPolicy,
 )
+from ntm_rl.serialization import add_description, safe_custom_objects
 from ntm_rl.vec import TorchVecEnvToSB3
+
+
+class NonFiniteError(RuntimeError):
+    """Training met a NaN or infinity (in an observation, a reward, the loss or the gradients)."""
 
 
 class RecurrentOnPolicyAlgorithm(OnPolicyAlgorithm):
@@ -49,6 +58,10 @@ class RecurrentOnPolicyAlgorithm(OnPolicyAlgorithm):
     :param checkpoint_steps: unroll training sequences with gradient checkpointing over chunks of
         this many steps (activation memory of one chunk, for about one more forward pass of time);
         ``None``: keep every step's activations.
+    :param nan_policy: ``"raise"``: a non-finite loss or gradient stops training with
+        :class:`NonFiniteError`; ``"skip_update"``: that minibatch's update is dropped and counted
+        (``train/skipped_updates``). Non-finite observations always stop training, and non-finite
+        rewards do under ``"raise"``.
     Other parameters are SB3's (see :class:`~ntm_rl.agents.RecurrentPPO`).
     """
 
@@ -80,8 +93,11 @@ class RecurrentOnPolicyAlgorithm(OnPolicyAlgorithm):
         verbose: int = 0,
         seed: int | None = None,
         device: torch.device | str = "auto",
+        nan_policy: Literal["raise", "skip_update"] = "raise",
     ):
         check_positive_int("n_steps", n_steps)
+        if nan_policy not in ("raise", "skip_update"):
+            raise ValueError(f"nan_policy must be 'raise' or 'skip_update', got {nan_policy!r}.")
         sequence_length = n_steps if sequence_length is None else sequence_length
         check_positive_int("sequence_length", sequence_length)
         if checkpoint_steps is not None:
@@ -108,6 +124,7 @@ class RecurrentOnPolicyAlgorithm(OnPolicyAlgorithm):
             supported_action_spaces=(spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary),
         )
         self.sequence_length, self.burn_in, self.checkpoint_steps = sequence_length, burn_in, checkpoint_steps
+        self.nan_policy, self.skipped_updates = nan_policy, 0
         self._last_state: ActorCriticState | None = None
         self._episode_returns: torch.Tensor | None = None  # of the episodes running in a device env
         self._episode_lengths: torch.Tensor | None = None
@@ -125,8 +142,42 @@ class RecurrentOnPolicyAlgorithm(OnPolicyAlgorithm):
 
     def _excluded_save_params(self) -> list[str]:
         # The rollout's recurrent state and last observations are transient, like the env.
-        return [*super()._excluded_save_params(), "_last_state", "_last_obs", "_last_episode_starts",
+        return [*super()._excluded_save_params(), "_last_state", "_last_obs", "_last_original_obs", "_last_episode_starts",
                 "_episode_returns", "_episode_lengths"]  # fmt: skip
+
+    def save(self, path: str | pathlib.Path | io.BufferedIOBase, exclude: Iterable[str] | None = None,
+             include: Iterable[str] | None = None) -> None:  # fmt: skip
+        """SB3's zip, plus a description of its pickled entries as data, so that :meth:`load` can
+        rebuild them without unpickling (see :mod:`ntm_rl.serialization`)."""
+        buffer = io.BytesIO()
+        super().save(buffer, exclude, include)
+        data = add_description(buffer.getvalue(), self)
+        file = open_path(path, "w", verbose=0, suffix="zip")
+        file.write(data)
+        if isinstance(path, str | pathlib.Path):  # a caller's file object stays open, as in SB3
+            file.close()
+
+    @classmethod
+    def load(  # type: ignore[override]
+        cls, path: str | pathlib.Path | io.BufferedIOBase, env: GymEnv | None = None,
+        device: torch.device | str = "auto", custom_objects: dict[str, Any] | None = None,
+        print_system_info: bool = False, force_reset: bool = True, trusted: bool = False, **kwargs: Any,
+    ) -> Self:  # fmt: skip
+        """SB3's ``load``, but without unpickling anything by default.
+
+        :param trusted: unpickle the zip's ``data`` as SB3 does, which runs any code the file holds;
+            only for files from a source you trust (needed for zips that ntm-rl did not write).
+        Other parameters are SB3's.
+        """
+        file = open_path(path, "r", verbose=0, suffix="zip")
+        zip_bytes = file.read()
+        if isinstance(path, str | pathlib.Path):
+            file.close()
+        if not trusted:
+            name = str(path) if isinstance(path, str | pathlib.Path) else "the model"
+            custom_objects = safe_custom_objects(zip_bytes, cls.policy_aliases, name, custom_objects)
+        return super().load(io.BytesIO(zip_bytes), env, device, custom_objects, print_system_info, force_reset,
+                            **kwargs)  # fmt: skip
 
     def _setup_learn(self, total_timesteps: int, callback: MaybeCallback = None, reset_num_timesteps: bool = True,
                      tb_log_name: str = "run", progress_bar: bool = False):  # fmt: skip
@@ -138,6 +189,41 @@ class RecurrentOnPolicyAlgorithm(OnPolicyAlgorithm):
             self._episode_returns = torch.zeros(self.n_envs, device=self.device)
             self._episode_lengths = torch.zeros(self.n_envs, device=self.device)
         return result
+
+    def _gradient_step(self, loss: torch.Tensor) -> None:
+        """Backpropagate ``loss``, clip the gradients' norm and step the optimiser, unless the loss or
+        the gradients are not finite (see ``nan_policy``)."""
+        self.policy.optimizer.zero_grad()
+        loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
+        if bool(torch.isfinite(loss) & torch.isfinite(norm)):  # one host sync per minibatch
+            self.policy.optimizer.step()
+            return
+        what = "loss" if not torch.isfinite(loss) else "gradient norm"
+        if self.nan_policy == "raise":
+            raise NonFiniteError(
+                f"the {what} is not finite in the update after {self.num_timesteps} env steps; lower the learning "
+                "rate or max_grad_norm, or set nan_policy='skip_update' to drop such minibatches."
+            )
+        self.policy.optimizer.zero_grad()
+        self.skipped_updates += 1
+        self.logger.record("train/skipped_updates", self.skipped_updates)
+
+    def _check_rollout_finite(self, buffer: RecurrentRolloutBuffer) -> None:
+        """Stop with :class:`NonFiniteError` naming the first non-finite reward or observation of the
+        rollout (its step and env index), before it reaches the weights. One host sync per rollout."""
+        fields = _observation_fields(buffer.observations)
+        if self.nan_policy == "raise":  # with "skip_update", a NaN reward spoils its minibatches, which are dropped
+            fields.insert(0, ("reward", buffer.rewards))
+        for what, values in fields:
+            found = _first_nonfinite(values)
+            if found is not None:
+                step, env = found
+                first = self.num_timesteps - buffer.n_steps * buffer.n_envs
+                raise NonFiniteError(
+                    f"non-finite {what} from env {env} at step {step} of the rollout of env steps {first} to "
+                    f"{self.num_timesteps}; fix the env, or clip or normalise what it returns."
+                )
 
     def _to_tensor(self, observation: Any) -> torch.Tensor | dict[str, torch.Tensor]:
         if isinstance(observation, dict):
@@ -166,7 +252,15 @@ class RecurrentOnPolicyAlgorithm(OnPolicyAlgorithm):
             copy_dones = _reads_step_locals(callback)
         for _ in range(n_rollout_steps):
             with torch.no_grad():
-                actions, values, log_probs, next_state = self.policy(obs, state, starts)
+                try:
+                    actions, values, log_probs, next_state = self.policy(obs, state, starts)
+                except (ValueError, RuntimeError):  # a distribution refused NaN parameters: name the input's
+                    one_step = {k: v[None] for k, v in obs.items()} if isinstance(obs, dict) else obs[None]
+                    for what, values in _observation_fields(one_step):
+                        if (found := _first_nonfinite(values)) is not None:
+                            raise NonFiniteError(f"non-finite {what} from env {found[1]} at {self.num_timesteps} "
+                                                 "env steps; fix the env, or clip what it returns.") from None  # fmt: skip
+                    raise
             env_actions = actions if bounds is None else torch.clamp(actions, *bounds)
             if device_env is not None:
                 # The copies are no-ops where env and policy share a device, the fast case; an env
@@ -202,6 +296,7 @@ class RecurrentOnPolicyAlgorithm(OnPolicyAlgorithm):
             rollout_buffer.add(obs, actions, rewards, starts, values, log_probs, state)
             obs, starts, state = new_obs, dones, next_state
 
+        self._check_rollout_finite(rollout_buffer)
         with torch.no_grad():
             last_values = self.policy.predict_values(obs, state, starts)
         rollout_buffer.compute_returns_and_advantage(last_values, starts)
@@ -241,6 +336,24 @@ class RecurrentOnPolicyAlgorithm(OnPolicyAlgorithm):
             values = self.policy.predict_values(self._to_tensor(stacked), index_state(state, index_tensor),
                                                 no_reset[: len(index)])  # fmt: skip
         return torch.zeros(self.n_envs, device=self.device).index_put((index_tensor,), values)
+
+
+def _observation_fields(observations: torch.Tensor | dict[str, torch.Tensor]) -> list[tuple[str, torch.Tensor]]:
+    """Per-step observations ``[T, B, ...]`` named for messages (one per key of a Dict space)."""
+    if isinstance(observations, dict):
+        return [(f"observation {key!r}", value) for key, value in observations.items()]
+    return [("observation", observations)]
+
+
+def _first_nonfinite(values: torch.Tensor) -> tuple[int, int] | None:
+    """``(step, env)`` of the first non-finite entry of per-step data ``[T, B, ...]``, or ``None``."""
+    if not values.is_floating_point():
+        return None
+    bad = ~torch.isfinite(values.reshape(values.shape[0], values.shape[1], -1)).all(dim=2)
+    if not bool(bad.any()):
+        return None
+    step, env = torch.nonzero(bad)[0].tolist()
+    return step, env
 
 
 def _reads_step_locals(callback: BaseCallback) -> bool:

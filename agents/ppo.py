@@ -9,7 +9,7 @@ minibatches of whole sequences from their stored recurrent states.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -76,6 +76,7 @@ class RecurrentPPO(RecurrentOnPolicyAlgorithm):
         sequence_length: int | None = None,
         burn_in: int = 0,
         checkpoint_steps: int | None = None,
+        nan_policy: Literal["raise", "skip_update"] = "raise",
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
         policy_kwargs: dict[str, Any] | None = None,
@@ -87,7 +88,7 @@ class RecurrentPPO(RecurrentOnPolicyAlgorithm):
         super().__init__(
             policy, env, learning_rate, n_steps, gamma, gae_lambda, ent_coef, vf_coef, max_grad_norm,
             sequence_length, burn_in, checkpoint_steps, stats_window_size, tensorboard_log, policy_kwargs, verbose,
-            seed, device,
+            seed, device, nan_policy=nan_policy,
         )  # fmt: skip
         if batch_size is None and self.env is not None:  # (load() builds the agent without an env)
             sequences = self.n_envs * max(1, self.n_steps // self.sequence_length)  # per rollout
@@ -160,10 +161,7 @@ class RecurrentPPO(RecurrentOnPolicyAlgorithm):
                         print(f"Early stopping at step {epoch} due to reaching max kl: {approx_kl:.2f}")
                     break
 
-                self.policy.optimizer.zero_grad()
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
-                self.policy.optimizer.step()
+                self._gradient_step(loss)
             self._n_updates += 1
             if not continue_training:
                 break

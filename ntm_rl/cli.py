@@ -73,9 +73,11 @@ def main(argv: list[str] | None = None) -> int:
     elif unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    from ntm_rl.agents import NonFiniteError
+
     try:
         {"train": _train, "eval": _eval, "inspect": _inspect, "list": _list}[args.command](args)
-    except (ConfigError, OSError) as error:  # OSError: a path that cannot be read or written
+    except (ConfigError, NonFiniteError, OSError) as error:  # OSError: a path that cannot be read or written
         sys.stderr.write(f"ntm-rl: error: {error}\n")
         return 2
     except KeyboardInterrupt:

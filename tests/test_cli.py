@@ -2,7 +2,6 @@
 
 import json
 import os
-import pickle
 import signal
 import subprocess
 import sys
@@ -18,6 +17,7 @@ from ntm_rl.agents import RecurrentPPO
 from ntm_rl.cli import main
 from ntm_rl.config import load_config
 from ntm_rl.experiment import RunDirectory
+from ntm_rl.serialization import load_npz
 
 TINY = {
     "name": "tiny",
@@ -65,18 +65,17 @@ def test_train_eval_inspect_end_to_end(tmp_path, capsys):
     assert len((run / "monitor.csv").read_text().splitlines()) > 2 + 2048 // 4 // 2  # header lines + episodes
     progress = (run / "progress.csv").read_text()
     assert "memory/write_focus" in progress and "train/policy_gradient_loss" in progress
-    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
-        "step_1536.pkl",
-        "step_1536.zip",
-        "step_2048.pkl",
-        "step_2048.zip",
-    ]  # fmt: skip (keep_checkpoints=2)
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step_1536", "step_2048"]  # keep_checkpoints=2
+    assert sorted(p.name for p in (run / "checkpoints" / "step_2048").iterdir()) == [
+        "manifest.json", "model.zip", "rng.npz"
+    ]  # fmt: skip
+    assert not (run / "lock").exists()
     assert (run / "plots" / "episode_0_weightings.png").stat().st_size > 5_000
 
     code, out, _ = run_cli(capsys, "eval", str(run), "--episodes", "7")
     assert code == 0 and "over 7 episodes (deterministic" in out
     assert len(json.loads(out.splitlines()[-1])["returns"]) == 7
-    code, out, _ = run_cli(capsys, "eval", str(run / "checkpoints" / "step_1536.zip"), "--stochastic")
+    code, out, _ = run_cli(capsys, "eval", str(run / "checkpoints" / "step_1536" / "model.zip"), "--stochastic")
     assert code == 0 and "over 5 episodes (stochastic" in out
     config["eval"]["deterministic"] = False  # the run's config decides when no flag does
     (run / "config.yaml").write_text(yaml.safe_dump(config))
@@ -114,8 +113,8 @@ def test_list_shows_envs_cores_and_configs(capsys):
         (["eval", "{tmp}", "--episodes", "many"], "invalid int value: 'many'"),
         (["train", "{config}", "policy=CnnPolicy"], "policy 'CnnPolicy' does not fit ntm_rl/TMaze-v0's observations"),
         (["train", "{config}", "--runs-root", "{config}/runs"], "Not a directory"),
-        (["eval", "{tmp}/fake_run/model.zip"], "could not load the agent"),
-        (["inspect", "{tmp}/fake_run", "--out", "{config}"], "could not load the agent"),
+        (["eval", "{tmp}/fake_run/model.zip"], "fake_run has no manifest.json (a save that did not finish)"),
+        (["inspect", "{tmp}/fake_run", "--out", "{config}"], "has no model or checkpoint yet"),
         (["fly"], "invalid choice: 'fly'"),
         (["train", "{config}", "--seed", "1", "--sed", "2"], "unrecognized arguments: --sed 2"),
         (["train", "{config}", "algo_kwargs.sequence_length=0"], "sequence_length must be an integer >= 1, got 0"),
@@ -159,7 +158,7 @@ def test_sigkill_after_a_checkpoint_then_resume_finishes_the_run(tmp_path):
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and process.poll() is None:
-        runs = list((tmp_path / "runs").glob("*/checkpoints/step_*.zip"))
+        runs = list((tmp_path / "runs").glob("*/checkpoints/step_*/manifest.json"))
         if runs:
             break
         time.sleep(0.05)
@@ -169,12 +168,12 @@ def test_sigkill_after_a_checkpoint_then_resume_finishes_the_run(tmp_path):
     run = only_run(tmp_path / "runs")
     assert not (run / "model.zip").exists()
     saved_config = (run / "config.yaml").read_text()
-    for checkpoint in (run / "checkpoints").glob("*.zip"):  # never partial: each one loads
-        assert zipfile.ZipFile(checkpoint).testzip() is None
-        assert RecurrentPPO.load(checkpoint).num_timesteps == int(checkpoint.stem.split("_")[1])
-    killed_at = max(int(p.stem.split("_")[1]) for p in (run / "checkpoints").glob("*.zip"))
-    extras = pickle.loads((run / "checkpoints" / f"step_{killed_at}.pkl").read_bytes())
-    checkpoint_count = extras["vecnormalize"].obs_rms.count
+    whole = [p.parent for p in (run / "checkpoints").glob("*/manifest.json")]
+    for checkpoint in whole:  # each one that has its manifest loads
+        assert zipfile.ZipFile(checkpoint / "model.zip").testzip() is None
+        assert RecurrentPPO.load(checkpoint / "model.zip").num_timesteps == int(checkpoint.name.split("_")[1])
+    killed_at = max(int(p.name.split("_")[1]) for p in whole)
+    checkpoint_count = load_npz(run / "checkpoints" / f"step_{killed_at}" / "vecnormalize.npz")["obs_rms/count"]
 
     resumed = subprocess.run([sys.executable, "-m", "ntm_rl.cli", "train", "--resume", str(run)],
                              capture_output=True, text=True, timeout=300)  # fmt: skip
@@ -186,9 +185,9 @@ def test_sigkill_after_a_checkpoint_then_resume_finishes_the_run(tmp_path):
     first_logged = (run / f"progress-resumed-{result['resumed_at']}.csv").read_text().splitlines()
     column = first_logged[0].split(",").index("time/total_timesteps")
     assert int(first_logged[1].split(",")[column]) == result["resumed_at"] + 64  # counting on, not from 0
-    assert not list((run / "checkpoints").glob("*.tmp"))
+    assert not list((run / "checkpoints").glob("*/*.tmp")) and not (run / "lock").exists()
     # The normalisation statistics went on from the checkpoint's, not from scratch.
-    final_count = pickle.loads((run / "vecnormalize.pkl").read_bytes()).obs_rms.count
+    final_count = load_npz(run / "vecnormalize.npz")["obs_rms/count"]
     assert checkpoint_count >= killed_at and final_count >= checkpoint_count + (12_288 - killed_at)
 
 
@@ -230,27 +229,26 @@ def test_a_run_whose_wandb_fails_to_start_still_trains(tmp_path, capsys, caplog,
 
 def test_a_checkpoint_holds_optimiser_normalisation_and_rng_states(tmp_path):
     from ntm_rl.config import config_from_dict
-    from ntm_rl.experiment import RunDirectory, _restore_rng_states, make_env, make_model
+    from ntm_rl.experiment import RunDirectory, make_env, make_model
+    from ntm_rl.serialization import restore_rng
 
     config = config_from_dict(TINY | {"env": TINY["env"] | {"normalize": True}})
     run = RunDirectory.create(config, tmp_path)
     model = make_model(config, make_env(config, 4), torch.device("cpu"))
     model.learn(256)
-    path = run.save_checkpoint(model, keep=2)
+    path = run.save_checkpoint(model, config)
     expected_draw = torch.rand(3)  # the draw after the checkpoint's RNG state
 
-    extras = run.load_extras(256)
-    loaded = RecurrentPPO.load(path)
-    assert loaded.num_timesteps == extras["num_timesteps"] == 256
+    directory, manifest = next(run.whole_checkpoints())
+    loaded = RecurrentPPO.load(directory / "model.zip")
+    assert directory / "model.zip" == path and loaded.num_timesteps == manifest["num_timesteps"] == 256
     saved_optimizer, optimizer = loaded.policy.optimizer.state_dict(), model.policy.optimizer.state_dict()
     for key, value in optimizer["state"][0].items():
         torch.testing.assert_close(saved_optimizer["state"][0][key], value)
-    normalizer = model.get_vec_normalize_env()
-    assert extras["vecnormalize"].obs_rms.count == normalizer.obs_rms.count > 256
-    torch.testing.assert_close(
-        torch.as_tensor(extras["vecnormalize"].obs_rms.mean), torch.as_tensor(normalizer.obs_rms.mean)
-    )
-    _restore_rng_states(extras["rng"])
+    normalizer, statistics = model.get_vec_normalize_env(), load_npz(directory / "vecnormalize.npz")
+    assert statistics["obs_rms/count"] == normalizer.obs_rms.count > 256
+    torch.testing.assert_close(torch.as_tensor(statistics["obs_rms/mean"]), torch.as_tensor(normalizer.obs_rms.mean))
+    restore_rng(load_npz(directory / "rng.npz"))
     torch.testing.assert_close(torch.rand(3), expected_draw)
 
 
