@@ -35,7 +35,7 @@ import re
 import shutil
 import socket
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -331,18 +331,15 @@ class RunDirectory:
                                 "train the run again from its config.yaml.")  # fmt: skip
         return None
 
-    def agent_snapshot(self) -> tuple[Path, dict[str, Any]]:
-        """The final agent's snapshot (the run's root) if it is whole, else the newest whole checkpoint."""
+    def agent_snapshots(self) -> Iterator[tuple[Path, dict[str, Any]]]:
+        """The final agent's snapshot (the run's root) if it is whole, then the whole checkpoints,
+        newest first (as :meth:`whole_checkpoints`)."""
         if (self.root / MANIFEST).exists() or self.final_model.exists():
             try:
-                return self.root, read_manifest(self.root)
+                yield self.root, read_manifest(self.root)
             except DamagedError as error:
                 logger.warning("the final model is damaged, using the newest whole checkpoint: %s", error)
-        for found in self.whole_checkpoints():
-            return found
-        raise self.no_whole_checkpoint() or ConfigError(
-            f"run {str(self.root)!r} has no model or checkpoint yet; train it first."
-        )
+        yield from self.whole_checkpoints()
 
 
 def changed_keys(saved: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:
@@ -514,10 +511,11 @@ def _train_in(run: RunDirectory, config: ExperimentConfig, resuming: bool, devic
 
 
 def _newest_loadable_checkpoint(run: RunDirectory, config: ExperimentConfig, device: torch.device):
-    """What :func:`load_snapshot` returns for the newest checkpoint that is whole and loads (each
-    one that is not is skipped with a warning), or ``None`` if the run never saved one. A config
-    edited since the checkpoint in more than :data:`RESUMABLE_KEYS` is refused."""
-    for snapshot, manifest in run.whole_checkpoints():
+    """What :func:`load_snapshot` returns for the newest checkpoint that is whole and loads, or
+    ``None`` if the run never saved one. A config edited since the checkpoint in more than
+    :data:`RESUMABLE_KEYS` is refused."""
+
+    def unchanged(snapshot: Path, manifest: dict[str, Any]) -> None:
         changed = [key for key in changed_keys(manifest["config"], config.to_dict())
                    if key.split(".")[0] not in RESUMABLE_KEYS]  # fmt: skip
         if changed:
@@ -525,13 +523,24 @@ def _newest_loadable_checkpoint(run: RunDirectory, config: ExperimentConfig, dev
                 f"{run.config_file} differs from the config {snapshot.name} was trained with in {', '.join(changed)}; "
                 f"only {', '.join(RESUMABLE_KEYS)} may change before --resume (start a new run for the rest)."
             )
+
+    loaded = _load_newest(run.whole_checkpoints(), config, device, unchanged)
+    if loaded is None and (error := run.no_whole_checkpoint()) is not None:
+        raise error
+    return loaded
+
+
+def _load_newest(snapshots: Iterator[tuple[Path, dict[str, Any]]], config: ExperimentConfig, device: torch.device,
+                 check: Callable[[Path, dict[str, Any]], None] | None = None):  # fmt: skip
+    """:func:`load_snapshot` of the first of ``snapshots`` that loads (each one that does not is
+    skipped with a warning; ``check`` sees each manifest first), or ``None``."""
+    for snapshot, manifest in snapshots:
+        if check is not None:
+            check(snapshot, manifest)
         try:
             return load_snapshot(config, snapshot, device)
         except DamagedError as error:
-            logger.warning("skipping a damaged checkpoint: %s", error)
-    error = run.no_whole_checkpoint()
-    if error is not None:
-        raise error
+            logger.warning("skipping a damaged checkpoint or model: %s", error)
     return None
 
 
@@ -539,9 +548,9 @@ def _newest_loadable_checkpoint(run: RunDirectory, config: ExperimentConfig, dev
 def load_agent(path: str | Path, device: str = "auto"):
     """The agent at ``path``, its config and its VecNormalize statistics (or ``None``).
 
-    ``path`` is a run directory (its final model, else its newest whole checkpoint), a checkpoint
-    directory, or a ``model.zip`` of either. Nothing is unpickled; files that do not match their
-    manifest are refused (:class:`DamagedError`).
+    ``path`` is a run directory (its final model, else its newest checkpoint that is whole and
+    loads), a checkpoint directory, or a ``model.zip`` of either (refused with
+    :class:`DamagedError` if it does not match its manifest). Nothing is unpickled.
     """
     run = RunDirectory.find(path)
     config = run.config
@@ -555,8 +564,14 @@ def load_agent(path: str | Path, device: str = "auto"):
     elif path != run.root:
         snapshot = path
         read_manifest(snapshot)
-    else:
-        snapshot, _ = run.agent_snapshot()
+    else:  # a run: its final agent, else its newest checkpoint that loads
+        loaded = _load_newest(run.agent_snapshots(), config, resolve_device(device))
+        if loaded is None:
+            raise run.no_whole_checkpoint() or ConfigError(
+                f"run {str(run.root)!r} has no model or checkpoint that loads; train it first."
+            )
+        model, statistics, _ = loaded
+        return model, config, statistics
     model, statistics, _ = load_snapshot(config, snapshot, resolve_device(device))
     return model, config, statistics
 

@@ -114,7 +114,7 @@ def test_list_shows_envs_cores_and_configs(capsys):
         (["train", "{config}", "policy=CnnPolicy"], "policy 'CnnPolicy' does not fit ntm_rl/TMaze-v0's observations"),
         (["train", "{config}", "--runs-root", "{config}/runs"], "Not a directory"),
         (["eval", "{tmp}/fake_run/model.zip"], "fake_run has no manifest.json (a save that did not finish)"),
-        (["inspect", "{tmp}/fake_run", "--out", "{config}"], "has no model or checkpoint yet"),
+        (["inspect", "{tmp}/fake_run", "--out", "{config}"], "has no model or checkpoint that loads"),
         (["fly"], "invalid choice: 'fly'"),
         (["train", "{config}", "--seed", "1", "--sed", "2"], "unrecognized arguments: --sed 2"),
         (["train", "{config}", "algo_kwargs.sequence_length=0"], "sequence_length must be an integer >= 1, got 0"),

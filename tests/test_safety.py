@@ -201,6 +201,13 @@ def test_no_whole_checkpoint_exits_2_with_one_line(run, capsys):
     assert one_line_error(code, err, "holds no whole checkpoint")
 
 
+def test_eval_falls_back_past_a_final_model_that_does_not_load(run, tmp_path, capsys, caplog):
+    np.savez(run / "rng.npz", state=np.array([1, 2, 3], dtype=object))  # checksums resealed: whole but unloadable
+    reseal(run)
+    code, out, _ = cli(capsys, "eval", run)
+    assert code == 0 and "skipping a damaged checkpoint or model" in caplog.text and "over 2 episodes" in out
+
+
 def test_eval_and_inspect_fall_back_past_a_damaged_final_model(run, tmp_path, capsys, caplog):
     damage(run / "model.zip", "truncated")
     code, out, _ = cli(capsys, "eval", run)
