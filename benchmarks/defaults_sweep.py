@@ -100,6 +100,17 @@ SETTINGS: dict[str, dict] = {
     "defaults_chrono1000_gamma1": dict(gamma=1.0, policy_kwargs=dict(core_kwargs=dict(chrono_init=1000))),
     # an entropy bonus: without one, the junction's choice settled on one turn whatever the cue
     "defaults_chrono1000_ent0.01": dict(ent_coef=0.01, policy_kwargs=dict(core_kwargs=dict(chrono_init=1000))),
+    # one core for both heads: the value loss then trains the actor's memory too. At gamma 1 every
+    # step's value target in the passive T-maze depends on the cue (once the turn does), a dense,
+    # supervised-like signal to carry the cue; at 0.99 it fades to 4e-5 over 1,000 steps
+    "defaults_shared": dict(policy_kwargs=dict(shared_core=True)),
+    "defaults_shared_gamma1": dict(gamma=1.0, policy_kwargs=dict(shared_core=True)),
+    # The entropy bonus is averaged over every step, and normalised advantages shrink or grow with the
+    # spread of the minibatch's advantages: in the T-maze 1,000 only 1 step in 1,001 carries any, so
+    # normalisation multiplies the junction's by about 60 and ent_coef=0.01 there acts like 0.00016
+    # would unnormalised. Either keep the advantages raw with SB3's usual bonus, or scale the bonus.
+    "raw_advantages_ent0.01": dict(normalize_advantage=False, ent_coef=0.01),
+    "defaults_ent0.5": dict(ent_coef=0.5),
     # RecurrentA2C at its defaults (its own n_steps, 16: one gradient step per rollout)
     "a2c_defaults": dict(algo=RecurrentA2C, n_steps=16),
     # RecurrentA2C candidates, each changing one thing against a2c_defaults
