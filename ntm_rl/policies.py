@@ -10,8 +10,9 @@ comparing cores changes nothing else.
 
 from __future__ import annotations
 
+import os
 from functools import partial
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Self
 
 import numpy as np
 import torch
@@ -27,10 +28,12 @@ from stable_baselines3.common.torch_layers import (
     NatureCNN,
 )
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
+from stable_baselines3.common.utils import get_device
 from torch import nn
 
 from ntm_rl.cores import MemoryCore, make_core
 from ntm_rl.cores.state import State
+from ntm_rl.serialization import policy_parameters_from_json, policy_parameters_to_json
 
 
 class ActorCriticState(NamedTuple):
@@ -126,6 +129,11 @@ class RecurrentActorCriticPolicy(BasePolicy):
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
         data.update(
+            lr_schedule=self._dummy_schedule,  # as SB3's policies: a policy saved alone does not train on
+            features_extractor_class=self.features_extractor_class,
+            features_extractor_kwargs=self.features_extractor_kwargs,
+            optimizer_class=self.optimizer_class,
+            optimizer_kwargs=self.optimizer_kwargs,
             net_arch=self.net_arch,
             activation_fn=self.activation_fn,
             ortho_init=self.ortho_init,
@@ -135,6 +143,22 @@ class RecurrentActorCriticPolicy(BasePolicy):
             shared_core=self.shared_core,
         )
         return data
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the weights and the constructor parameters, which :meth:`load` reads back without
+        unpickling (SB3's own policy files pickle the parameters). Parameters that name a class
+        outside :data:`ntm_rl.serialization.KNOWN_CLASSES` raise ``TypeError``."""
+        parameters = policy_parameters_to_json(self._get_constructor_parameters())
+        torch.save({"state_dict": self.state_dict(), "parameters": parameters}, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: torch.device | str = "auto") -> Self:
+        """The policy :meth:`save` wrote, read with ``torch.load(weights_only=True)``."""
+        device = get_device(device)
+        saved = torch.load(path, map_location=device, weights_only=True)
+        policy = cls(**policy_parameters_from_json(saved["parameters"]), lr_schedule=cls._dummy_schedule)
+        policy.load_state_dict(saved["state_dict"])
+        return policy.to(device)
 
     # ------------------------------------------------------------------------------ state
     def initial_state(self, n_envs: int) -> ActorCriticState:

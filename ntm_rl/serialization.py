@@ -254,6 +254,25 @@ def safe_custom_objects(zip_bytes: bytes, policy_aliases: Mapping[str, type], na
     return rebuilt
 
 
+def policy_parameters_to_json(parameters: Mapping[str, Any]) -> str:
+    """A policy's constructor parameters as JSON: spaces described, classes named from
+    :data:`KNOWN_CLASSES` (``TypeError`` naming any other), the learning-rate schedule left out."""
+    data = {}
+    for key, value in parameters.items():
+        if key == "lr_schedule":
+            continue
+        data[key] = (
+            {"space": space_to_json(value)} if isinstance(value, spaces.Space) else {"value": _kwargs_to_json(value)}
+        )
+    return json.dumps(data)
+
+
+def policy_parameters_from_json(text: str) -> dict[str, Any]:
+    """The constructor parameters :func:`policy_parameters_to_json` wrote, built from known types only."""
+    return {key: space_from_json(item["space"]) if "space" in item else _kwargs_from_json(item["value"])
+            for key, item in json.loads(text).items()}  # fmt: skip
+
+
 # ---------------------------------------------------------------------------------- NPZ
 def npz_bytes(arrays: Mapping[str, Any]) -> bytes:
     """``arrays`` as an uncompressed NPZ file's bytes."""

@@ -266,3 +266,13 @@ def test_progress_bar_reports_steps_rate_and_return():
     lines = stream.getvalue().splitlines()
     assert 5 <= len(lines) <= 11 and lines[-1].startswith("[" + "#" * 30 + "] 640/640 steps")
     assert "steps/s | mean return " in lines[-1] and "mean return -" not in lines[-1]
+
+
+def test_sb3_progress_bar_runs(capsys):
+    from ntm_rl.envs import TMaze
+    from ntm_rl.vec import TorchVecEnvToSB3
+
+    model = RecurrentPPO("MlpPolicy", TorchVecEnvToSB3(TMaze(4, corridor_length=3)), n_steps=16,
+                         policy_kwargs=dict(core="gru", core_kwargs=dict(hidden_size=8)))  # fmt: skip
+    model.learn(128, progress_bar=True)  # SB3's bar, on tqdm and rich (dependencies of ntm-rl)
+    assert model.num_timesteps == 128

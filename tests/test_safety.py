@@ -6,6 +6,7 @@ import hashlib
 import io
 import json
 import logging
+import pickle
 import shutil
 import socket
 import subprocess
@@ -167,6 +168,29 @@ def test_a_saved_agent_loads_back_without_unpickling(tmp_path):
     for key, value in model.policy.state_dict().items():
         torch.testing.assert_close(loaded.policy.state_dict()[key], value)
     loaded.learn(64)
+
+
+def test_a_policy_saved_alone_loads_back_without_unpickling(tmp_path):
+    from ntm_rl.envs import TMaze
+    from ntm_rl.vec import TorchVecEnvToSB3
+
+    env = TorchVecEnvToSB3(TMaze(2, corridor_length=3))
+    model = RecurrentPPO("MlpPolicy", env, n_steps=8, policy_kwargs=dict(core="gru", core_kwargs=dict(hidden_size=8),
+                                                                         activation_fn=torch.nn.ReLU, net_arch=[16]))  # fmt: skip
+    model.policy.save(tmp_path / "policy.pt")
+    loaded = type(model.policy).load(tmp_path / "policy.pt")
+    assert loaded.core_kwargs == {"hidden_size": 8} and loaded.activation_fn is torch.nn.ReLU
+    for key, value in model.policy.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[key], value)
+    obs = env.reset()
+    actions, _ = loaded.predict(obs, deterministic=True)
+    assert np.array_equal(actions, model.policy.predict(obs, deterministic=True)[0])
+
+    marker = tmp_path / "payload-ran"
+    torch.save({"state_dict": {}, "parameters": Payload(marker)}, tmp_path / "bad.pt")
+    with pytest.raises(pickle.UnpicklingError):
+        type(model.policy).load(tmp_path / "bad.pt")
+    assert not marker.exists()
 
 
 # ----------------------------------------------------------------------- damaged checkpoints
