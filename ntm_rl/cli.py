@@ -6,6 +6,9 @@
     ntm-rl inspect runs/<run> [--episodes 3] [--out DIR]
     ntm-rl list
 
+``--gym-packages PKG ...`` (train, eval, inspect) imports packages that register gymnasium envs
+first, as rl-zoo3's flag does, so that a config's ``env.id`` can name their ids.
+
 A mistake the user can fix (an unknown key, a wrong type, a missing file, an unknown env id, CUDA
 where there is none) prints one line, ``ntm-rl: error: ...``, and exits with code 2.
 """
@@ -13,6 +16,7 @@ where there is none) prints one line, ``ntm-rl: error: ...``, and exits with cod
 from __future__ import annotations
 
 import argparse
+import importlib
 import inspect
 import json
 import logging
@@ -60,6 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
     look.add_argument("--stochastic", action="store_true", help="as for eval")
     look.add_argument("--device", default="auto")
 
+    for command in (train, evaluate, look):
+        command.add_argument("--gym-packages", nargs="+", default=[], metavar="PKG",
+                             help="import these packages first (they register gymnasium envs the config names)")  # fmt: skip
+
     commands.add_parser("list", help="list environments, cores, algorithms and shipped configs")
     return parser
 
@@ -76,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     from ntm_rl.agents import NonFiniteError
 
     try:
+        for package in getattr(args, "gym_packages", []):
+            _import_gym_package(package)
         {"train": _train, "eval": _eval, "inspect": _inspect, "list": _list}[args.command](args)
     except (ConfigError, NonFiniteError, OSError) as error:  # OSError: a path that cannot be read or written
         sys.stderr.write(f"ntm-rl: error: {error}\n")
@@ -86,6 +96,14 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 130
     return 0
+
+
+def _import_gym_package(name: str) -> None:
+    """Import a package named by ``--gym-packages`` (importing it registers its envs)."""
+    try:
+        importlib.import_module(name)
+    except ImportError as error:
+        raise ConfigError(f"--gym-packages {name}: {error}; install the package or fix its name.") from None
 
 
 def _positive(name: str, value: int | None) -> None:

@@ -88,7 +88,8 @@ def env_class(env_id: str) -> type | None:
     if env_id in gym.registry:
         return None
     raise ConfigError(
-        f"unknown env id {env_id!r}{did_you_mean(env_id, gym.registry)}; `ntm-rl list` shows the ntm-rl ids."
+        f"unknown env id {env_id!r}{did_you_mean(env_id, gym.registry)}; `ntm-rl list` shows the ntm-rl ids, "
+        "and --gym-packages PKG imports a package that registers others."
     )
 
 

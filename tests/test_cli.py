@@ -276,3 +276,23 @@ def test_sb3_progress_bar_runs(capsys):
                          policy_kwargs=dict(core="gru", core_kwargs=dict(hidden_size=8)))  # fmt: skip
     model.learn(128, progress_bar=True)  # SB3's bar, on tqdm and rich (dependencies of ntm-rl)
     assert model.num_timesteps == 128
+
+
+def test_gym_packages_make_a_third_party_env_reachable(tmp_path, capsys, monkeypatch):
+    (tmp_path / "third_party_envs.py").write_text(
+        "import gymnasium as gym\n"
+        "gym.register('ThirdParty/CartPole-v0', entry_point='gymnasium.envs.classic_control:CartPoleEnv', "
+        "max_episode_steps=50)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    config = write_config(tmp_path, env={"id": "ThirdParty/CartPole-v0", "n_envs": 2}, core="gru",
+                          core_kwargs={"hidden_size": 8}, total_timesteps=64)  # fmt: skip
+    code, _, err = run_cli(capsys, "train", str(config), "--runs-root", str(tmp_path / "runs"))
+    assert code == 2 and "--gym-packages PKG imports a package that registers others" in err
+    code, _, err = run_cli(capsys, "train", str(config), "--runs-root", str(tmp_path / "runs"),
+                           "--gym-packages", "third_party_envs")  # fmt: skip
+    assert code == 0, err
+    code, out, _ = run_cli(capsys, "eval", str(only_run(tmp_path / "runs")), "--gym-packages", "third_party_envs")
+    assert code == 0 and "over 5 episodes" in out
+    code, _, err = run_cli(capsys, "eval", str(only_run(tmp_path / "runs")), "--gym-packages", "no_such_envs")
+    assert code == 2 and "--gym-packages no_such_envs: No module named 'no_such_envs'" in err
