@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import pathlib
+import time
 from collections.abc import Iterable
 from typing import Any, ClassVar, Literal, Self
 
@@ -41,6 +42,7 @@ from ntm_rl.policies import (
 )
 from ntm_rl.serialization import add_description, safe_custom_objects
 from ntm_rl.vec import TorchVecEnvToSB3
+from ntm_rl.vec.adapters import sb3_infos
 
 
 class NonFiniteError(RuntimeError):
@@ -247,9 +249,10 @@ class RecurrentOnPolicyAlgorithm(OnPolicyAlgorithm):
         episode_returns, episode_lengths = self._episode_returns, self._episode_lengths  # a device env's
         if device_env is not None:
             finished: list[torch.Tensor] = []
-            # SB3 callbacks read a step's ``dones`` as numpy: for a device env that is a host copy
-            # (on a GPU, a sync) per step, made only when a callback is there to read it.
-            copy_dones = _reads_step_locals(callback)
+            # SB3 callbacks read a step's new_obs, rewards, actions, dones and infos as numpy: for a
+            # device env that is a host copy (on a GPU, a sync) per step, made only when a callback
+            # that may read them is attached.
+            reads_locals = _reads_step_locals(callback)
         for _ in range(n_rollout_steps):
             with torch.no_grad():
                 try:
@@ -274,9 +277,11 @@ class RecurrentOnPolicyAlgorithm(OnPolicyAlgorithm):
                 finished.append(torch.stack([torch.where(dones, episode_returns, torch.nan), episode_lengths]))
                 episode_returns = torch.where(dones, 0.0, episode_returns)
                 episode_lengths = torch.where(dones, 0.0, episode_lengths)
-                dones_np = dones.cpu().numpy().copy() if copy_dones else None
+                step_locals = self._device_step_locals(step, env_actions, finished[-1]) if reads_locals else {}
             else:
-                new_obs_np, rewards_np, dones_np, infos = env.step(env_actions.cpu().numpy())
+                actions_np = env_actions.cpu().numpy()
+                new_obs_np, rewards_np, dones_np, infos = env.step(actions_np)
+                step_locals = {"new_obs": new_obs_np, "rewards": rewards_np, "actions": actions_np, "dones": dones_np}
                 self._update_info_buffer(infos, dones_np)
                 new_obs, rewards = self._to_tensor(new_obs_np), torch.as_tensor(rewards_np, device=self.device).float()
                 dones = torch.as_tensor(dones_np, device=self.device)
@@ -284,7 +289,7 @@ class RecurrentOnPolicyAlgorithm(OnPolicyAlgorithm):
                 truncated = torch.as_tensor(truncated_np & dones_np, device=self.device)
                 final_obs = infos
             self.num_timesteps += env.num_envs
-            callback.update_locals(locals() | {"dones": dones_np})
+            callback.update_locals(locals() | step_locals)
             if not callback.on_step():
                 # Stopped mid-rollout: keep where the envs are, so that a later learn() goes on from there.
                 self._keep_position(new_obs, dones, next_state, episode_returns, episode_lengths)
@@ -311,6 +316,17 @@ class RecurrentOnPolicyAlgorithm(OnPolicyAlgorithm):
         callback.update_locals(locals())
         callback.on_rollout_end()
         return True
+
+    def _device_step_locals(self, step: Any, actions: torch.Tensor, finished: torch.Tensor) -> dict[str, Any]:
+        """A device env's step as SB3 gives it to callbacks: numpy arrays, and ``infos`` with the
+        finished episodes' records (``finished``: ``[2, B]`` returns, NaN where running, and lengths)."""
+        dones = step.episode_start.cpu().numpy()
+        returns, lengths = finished.cpu().numpy()
+        final = step.final_observation.cpu().numpy() if dones.any() else None
+        seconds = (time.time_ns() - self.start_time) / 1e9
+        infos = sb3_infos(dones, final, step.truncated.cpu().numpy(), returns, lengths, seconds)
+        return {"new_obs": step.observation.cpu().numpy(), "rewards": step.reward.float().cpu().numpy(),
+                "actions": actions.cpu().numpy(), "dones": dones, "infos": infos}  # fmt: skip
 
     def _keep_position(
         self, obs: Any, starts: torch.Tensor, state: ActorCriticState, episode_returns: torch.Tensor,
@@ -357,10 +373,12 @@ def _first_nonfinite(values: torch.Tensor) -> tuple[int, int] | None:
 
 
 def _reads_step_locals(callback: BaseCallback) -> bool:
-    """Whether ``callback`` may read a rollout step's locals: SB3 wraps ``callback=None`` as an empty
-    ``ConvertCallback``, and its progress bar reads only the step count."""
+    """Whether ``callback`` may read a rollout step's locals as SB3 gives them (numpy ``new_obs``,
+    ``rewards``, ``actions``, ``dones``, ``infos``): SB3 wraps ``callback=None`` as an empty
+    ``ConvertCallback``, its progress bar reads only the step count, and a callback whose class says
+    ``reads_sb3_step_locals = False`` (ntm-rl's own) reads none of them."""
     if isinstance(callback, CallbackList):
         return any(_reads_step_locals(child) for child in callback.callbacks)
     if isinstance(callback, ConvertCallback):
         return callback.callback is not None
-    return not isinstance(callback, ProgressBarCallback)
+    return not isinstance(callback, ProgressBarCallback) and getattr(callback, "reads_sb3_step_locals", True)

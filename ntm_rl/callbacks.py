@@ -30,6 +30,8 @@ class ProgressBar(BaseCallback):
     :param total_timesteps: the env steps the run will reach (counted from 0, also when resumed).
     """
 
+    reads_sb3_step_locals = False  # see ntm_rl.agents.on_policy: no numpy copies made for it
+
     def __init__(self, total_timesteps: int, stream: TextIO | None = None, width: int = 30):
         super().__init__()
         self.total, self.stream, self.width = total_timesteps, stream or sys.stderr, width
@@ -75,6 +77,8 @@ class PeriodicSave(BaseCallback):
     timestep count equal to the steps its parameters were trained on.
     """
 
+    reads_sb3_step_locals = False  # see ntm_rl.agents.on_policy: no numpy copies made for it
+
     def __init__(self, save_freq: int, save: Callable[[], None]):
         super().__init__()
         self.save_freq, self.save = save_freq, save
@@ -98,6 +102,8 @@ class DeviceEnvMonitor(BaseCallback):
     A ``TorchVecEnvToSB3`` env is stepped as tensors without its wrappers; the rollout hands each
     rollout's finished episodes to callbacks as ``episodes``.
     """
+
+    reads_sb3_step_locals = False  # see ntm_rl.agents.on_policy: no numpy copies made for it
 
     def __init__(self, filename: str):
         super().__init__()
@@ -126,6 +132,8 @@ class MemoryMetrics(BaseCallback):
     the step's read and write weightings), for the first ``max_envs`` envs; see
     :func:`~ntm_rl.inspect.metrics.memory_metrics` for what each metric means.
     """
+
+    reads_sb3_step_locals = False  # see ntm_rl.agents.on_policy: no numpy copies made for it
 
     def __init__(self, freq: int, max_envs: int = 4):
         super().__init__()

@@ -34,6 +34,7 @@ import pickle  # only for its exception type: nothing here unpickles
 import re
 import shutil
 import socket
+import warnings
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -115,7 +116,9 @@ def make_env(config: ExperimentConfig, n_envs: int, device: torch.device | str =
         raise ConfigError(f"env {env_id!r} with kwargs {kwargs}: {error}") from None
     if isinstance(env, TorchVecEnvToSB3) and not config.env.normalize:
         return env
-    env = VecMonitor(env, filename=None if monitor_file is None else str(monitor_file))
+    with warnings.catch_warnings():  # the batched env's own episode records are the same numbers
+        warnings.filterwarnings("ignore", message="The environment is already wrapped with a `Monitor`")
+        env = VecMonitor(env, filename=None if monitor_file is None else str(monitor_file))
     return VecNormalize(env, training=training, norm_reward=training) if config.env.normalize else env
 
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from stable_baselines3.common.callbacks import (
+    BaseCallback,
     CheckpointCallback,
     EvalCallback,
     StopTrainingOnMaxEpisodes,
@@ -402,3 +403,44 @@ def test_default_minibatches_are_a_quarter_of_the_rollout_in_whole_sequences():
                        policy_kwargs=SMALL_CORES["gru"])  # fmt: skip
     assert few.batch_size == 64  # 2 sequences: one per minibatch
     assert not whole.policy.shared_core and whole.policy.critic_core is not None
+
+
+class RecordsStepLocals(BaseCallback):
+    """Keeps what SB3 callbacks usually read each step (as rl-zoo3's statistics callbacks do)."""
+
+    def __init__(self):
+        super().__init__()
+        self.steps: list[dict] = []
+
+    def _on_step(self) -> bool:
+        self.steps.append({key: self.locals[key] for key in ("new_obs", "rewards", "actions", "dones", "infos")})
+        return True
+
+
+@pytest.mark.parametrize("through_numpy", [False, True])
+def test_callbacks_see_numpy_step_locals_and_episode_infos_on_every_path(through_numpy):
+    env = TorchVecEnvToSB3(RepeatFirst(3, length=5))
+    env = VecMonitor(env) if through_numpy else env  # the SB3 path, or the device env stepped as tensors
+    model = small_agent(env, core="gru", n_steps=10, batch_size=30, sequence_length=10)
+    callback = RecordsStepLocals()
+    model.learn(60, callback=callback)
+    assert len(callback.steps) == 20
+    for step in callback.steps:
+        assert all(isinstance(step[key], np.ndarray) for key in ("new_obs", "rewards", "actions", "dones"))
+        assert step["new_obs"].shape == (3, *env.observation_space.shape) and len(step["infos"]) == 3
+        for done, info in zip(step["dones"], step["infos"], strict=True):
+            assert ("episode" in info) == bool(done)
+    records = [info["episode"] for step in callback.steps for info in step["infos"] if "episode" in info]
+    assert len(records) == 12 and all(record["l"] == 5 for record in records)  # 3 envs x 4 episodes
+    rewards = np.stack([step["rewards"] for step in callback.steps])  # [20, 3]
+    expected = sorted(round(float(r), 6) for r in rewards.reshape(4, 5, 3).sum(axis=1).ravel())
+    assert sorted(record["r"] for record in records) == pytest.approx(expected)
+
+
+def test_a_device_env_is_its_own_monitor_for_evaluate_policy(recwarn):
+    env = TorchVecEnvToSB3(TMaze(1, corridor_length=3))
+    assert env.env_is_wrapped(gym.Wrapper) == [True] and env.env_is_wrapped(gym.ObservationWrapper) == [False]
+    model = small_agent(TorchVecEnvToSB3(TMaze(2, corridor_length=3)), core="gru")
+    returns, lengths = evaluate_policy(model, env, n_eval_episodes=4, return_episode_rewards=True)
+    assert lengths == [4, 4, 4, 4] and set(returns) <= {0.0, 1.0}
+    assert not [w for w in recwarn if "Monitor" in str(w.message)]

@@ -7,12 +7,14 @@ SB3 algorithms, gymnasium's checkers); ntm-rl's own agents step the ``TorchVecEn
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 import torch
+from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import VecEnv
 
 from ntm_rl.vec.torch_vec_env import TorchVecEnv
@@ -22,17 +24,24 @@ class TorchVecEnvToSB3(VecEnv):
     """A :class:`TorchVecEnv` as an SB3 ``VecEnv``: numpy in and out, SB3's ``infos``.
 
     Finished episodes report ``terminal_observation`` and ``TimeLimit.truncated`` in their info
-    dicts, as SB3's own vectorised envs do, so SB3 bootstraps truncated episodes correctly.
+    dicts, as SB3's own vectorised envs do, so SB3 bootstraps truncated episodes correctly, and
+    ``episode`` (return ``r``, length ``l``, seconds ``t``), as SB3's ``Monitor`` does: the env is
+    its own monitor (its episodes are whole and its rewards unmodified), and ``env_is_wrapped``
+    says so, so that ``evaluate_policy`` and ``EvalCallback`` read these records without a warning.
     """
 
     def __init__(self, env: TorchVecEnv):
         self.env = env
         super().__init__(env.num_envs, env.observation_space, env.action_space)
         self._actions: torch.Tensor | None = None
+        self._returns = np.zeros(self.num_envs)
+        self._lengths = np.zeros(self.num_envs, dtype=np.int64)
+        self._start = time.time()
 
     def reset(self) -> np.ndarray:
         seeds = None if self._seeds[0] is None else [int(seed) for seed in self._seeds]
         observation = self.env.reset(seed=seeds)
+        self._returns[:], self._lengths[:] = 0, 0
         self._reset_seeds()
         self._reset_options()
         return observation.cpu().numpy()
@@ -43,14 +52,13 @@ class TorchVecEnvToSB3(VecEnv):
     def step_wait(self):
         result = self.env.step(self._actions)
         dones = result.episode_start.cpu().numpy()
-        infos: list[dict[str, Any]] = [{} for _ in range(self.num_envs)]
-        if dones.any():
-            final = result.final_observation.cpu().numpy()
-            truncated = result.truncated.cpu().numpy()
-            for i in np.flatnonzero(dones):
-                infos[i]["terminal_observation"] = final[i]
-                infos[i]["TimeLimit.truncated"] = bool(truncated[i])
         rewards = result.reward.float().cpu().numpy()
+        self._returns += rewards
+        self._lengths += 1
+        final = result.final_observation.cpu().numpy() if dones.any() else None
+        infos = sb3_infos(dones, final, result.truncated.cpu().numpy(), self._returns, self._lengths,
+                          time.time() - self._start)  # fmt: skip
+        self._returns[dones], self._lengths[dones] = 0, 0
         return result.observation.cpu().numpy(), rewards, dones, infos
 
     def close(self) -> None:
@@ -67,12 +75,25 @@ class TorchVecEnvToSB3(VecEnv):
         return [result] * len(self._get_indices(indices))
 
     def env_is_wrapped(self, wrapper_class: type[gym.Wrapper], indices=None) -> list[bool]:
-        return [False] * len(self._get_indices(indices))
+        # SB3 asks whether a Monitor records the episodes: this adapter does (see the class docstring).
+        return [issubclass(Monitor, wrapper_class)] * len(self._get_indices(indices))
 
     def _get_indices(self, indices) -> Sequence[int]:
         if indices is None:
             return range(self.num_envs)
         return [indices] if isinstance(indices, int) else indices
+
+
+def sb3_infos(dones: np.ndarray, final_observations: np.ndarray | None, truncated: np.ndarray, returns: np.ndarray,
+              lengths: np.ndarray, seconds: float) -> list[dict[str, Any]]:  # fmt: skip
+    """SB3's ``infos`` of one step of a batched env: for each env whose episode ended, its
+    ``terminal_observation``, ``TimeLimit.truncated`` and ``episode`` record (return ``r``,
+    length ``l``, seconds ``t``, as SB3's ``Monitor`` writes it); empty dicts elsewhere."""
+    infos: list[dict[str, Any]] = [{} for _ in range(len(dones))]
+    for i in np.flatnonzero(dones):
+        infos[i] = {"terminal_observation": final_observations[i], "TimeLimit.truncated": bool(truncated[i]),
+                    "episode": {"r": round(float(returns[i]), 6), "l": int(lengths[i]), "t": round(seconds, 6)}}  # fmt: skip
+    return infos
 
 
 class VecEnvAsGym(gym.Env):
