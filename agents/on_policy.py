@@ -177,7 +177,7 @@ class RecurrentOnPolicyAlgorithm(OnPolicyAlgorithm):
             file.close()
         if not trusted:
             name = str(path) if isinstance(path, str | pathlib.Path) else "the model"
-            custom_objects = safe_custom_objects(zip_bytes, cls.policy_aliases, name, custom_objects)
+            custom_objects = safe_custom_objects(zip_bytes, cls, name, custom_objects)
         return super().load(io.BytesIO(zip_bytes), env, device, custom_objects, print_system_info, force_reset,
                             **kwargs)  # fmt: skip
 

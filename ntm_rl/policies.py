@@ -31,7 +31,7 @@ from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from stable_baselines3.common.utils import get_device
 from torch import nn
 
-from ntm_rl.cores import MemoryCore, make_core
+from ntm_rl.cores import LSTMCore, LSTMState, MemoryCore, make_core
 from ntm_rl.cores.state import State
 from ntm_rl.serialization import policy_parameters_from_json, policy_parameters_to_json
 
@@ -288,6 +288,31 @@ class RecurrentActorCriticPolicy(BasePolicy):
 
     def extract_features(self, obs: PyTorchObs, features_extractor: BaseFeaturesExtractor) -> torch.Tensor:
         return features_extractor(preprocess_obs(obs, self.observation_space, normalize_images=self.normalize_images))
+
+
+def to_sb3_contrib_state(state: ActorCriticState) -> tuple[np.ndarray, np.ndarray]:
+    """An LSTM core's state as sb3-contrib's ``RecurrentPPO.predict`` returns it: the actor's
+    ``(h, c)``, numpy arrays ``[1, n_envs, hidden]`` (one layer). ntm-rl's ``predict`` returns an
+    :class:`ActorCriticState` of batch-first tensors instead, which holds every core's state."""
+    if not isinstance(state.actor, LSTMState):
+        raise TypeError(f"sb3-contrib's state is an LSTM's (h, c); this one is a {type(state.actor).__name__} "
+                        "(use an LSTM core, or keep ntm-rl's ActorCriticState).")  # fmt: skip
+    return state.actor.h[None].cpu().numpy(), state.actor.c[None].cpu().numpy()
+
+
+def from_sb3_contrib_state(policy: RecurrentActorCriticPolicy, lstm_states: tuple[Any, Any]) -> ActorCriticState:
+    """The :class:`ActorCriticState` for ``policy`` (an LSTM core's) of sb3-contrib's ``(h, c)``
+    (``[1, n_envs, hidden]``). sb3-contrib's ``predict`` returns the actor's state only: a separate
+    critic core starts from its initial state, which changes no action."""
+    if not isinstance(policy.core, LSTMCore):
+        raise TypeError(f"sb3-contrib's state is an LSTM's (h, c); this policy's core is {policy.core_name!r}.")
+    h, c = (torch.as_tensor(np.asarray(x), dtype=torch.float32, device=policy.device) for x in lstm_states)
+    expected = (1, h.shape[1] if h.ndim == 3 else -1, policy.core.hidden_size)
+    if h.ndim != 3 or h.shape != c.shape or tuple(h.shape) != expected:
+        raise ValueError(f"sb3-contrib's (h, c) are [1, n_envs, {policy.core.hidden_size}] arrays, got shapes "
+                         f"{tuple(h.shape)} and {tuple(c.shape)}.")  # fmt: skip
+    critic = () if policy.critic_core is None else policy.critic_core.initial_state(h.shape[1], policy.device)
+    return ActorCriticState(LSTMState(h[0], c[0]), critic)
 
 
 def _check_observation_space(space: spaces.Space, where: str = "") -> None:

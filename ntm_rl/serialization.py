@@ -210,17 +210,19 @@ def add_description(zip_bytes: bytes, model: Any) -> bytes:
     with zipfile.ZipFile(io.BytesIO(zip_bytes)) as archive:
         keys = pickled_keys(archive.read("data").decode())
     entries = {key: describe(getattr(model, key), model.policy_aliases) for key in keys}
-    description = {"format": FORMAT, "entries": {k: v for k, v in entries.items() if v is not None}}
+    description = {"format": FORMAT, "algorithm": type(model).__name__,
+                   "entries": {k: v for k, v in entries.items() if v is not None}}  # fmt: skip
     buffer = io.BytesIO(zip_bytes)
     with zipfile.ZipFile(buffer, "a") as archive:
         archive.writestr(MODEL_DESCRIPTION, json.dumps(description))
     return buffer.getvalue()
 
 
-def safe_custom_objects(zip_bytes: bytes, policy_aliases: Mapping[str, type], name: str,
+def safe_custom_objects(zip_bytes: bytes, algorithm: type, name: str,
                         given: Mapping[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
-    """``custom_objects`` for SB3's ``load`` that replace every pickled entry of the zip, rebuilt
-    from its description; :class:`UnsafeModelError` if some entry has none.
+    """``custom_objects`` for ``algorithm.load`` (SB3's) that replace every pickled entry of the
+    zip, rebuilt from its description; :class:`UnsafeModelError` if some entry has none, and
+    ``ValueError`` if another algorithm saved the zip.
 
     :param name: what the zip is called in messages (its path).
     :param given: the caller's own ``custom_objects`` (they need no description).
@@ -238,6 +240,11 @@ def safe_custom_objects(zip_bytes: bytes, policy_aliases: Mapping[str, type], na
             f"{name} was not saved by ntm-rl (it has no {MODEL_DESCRIPTION}), and loading it would unpickle "
             f"{', '.join(keys)}, which can run code: load it with trusted=True only if you trust its source."
         )
+    saved_by = described.get("algorithm") if isinstance(described, dict) else None
+    if saved_by is not None and saved_by != algorithm.__name__:
+        raise ValueError(
+            f"{name} was saved by {saved_by}; load it with {saved_by}.load, not {algorithm.__name__}.load."
+        )
     entries = described.get("entries", {}) if isinstance(described, dict) else {}
     missing = [key for key in keys if key not in entries]
     if missing:
@@ -248,7 +255,7 @@ def safe_custom_objects(zip_bytes: bytes, policy_aliases: Mapping[str, type], na
     rebuilt = dict(given)
     for key in keys:
         try:
-            rebuilt[key] = rebuild(entries[key], policy_aliases)
+            rebuilt[key] = rebuild(entries[key], algorithm.policy_aliases)
         except (ValueError, TypeError, KeyError, AttributeError) as error:
             raise ValueError(f"{name}: the description of {key!r} is damaged ({error})") from None
     return rebuilt

@@ -444,3 +444,32 @@ def test_a_device_env_is_its_own_monitor_for_evaluate_policy(recwarn):
     returns, lengths = evaluate_policy(model, env, n_eval_episodes=4, return_episode_rewards=True)
     assert lengths == [4, 4, 4, 4] and set(returns) <= {0.0, 1.0}
     assert not [w for w in recwarn if "Monitor" in str(w.message)]
+
+
+def test_sb3_contrib_state_round_trip_keeps_the_actions():
+    from ntm_rl.policies import from_sb3_contrib_state, to_sb3_contrib_state
+
+    env = TorchVecEnvToSB3(RepeatFirst(3, length=6))
+    model = small_agent(env, core="lstm")
+    obs, starts = env.reset(), np.ones(3, dtype=bool)
+    _, state = model.predict(obs, None, starts)
+    h, c = to_sb3_contrib_state(state)
+    assert h.shape == c.shape == (1, 3, model.policy.core.hidden_size) and isinstance(h, np.ndarray)
+    rebuilt = from_sb3_contrib_state(model.policy, (h, c))
+    no_starts = np.zeros(3, dtype=bool)
+    for _ in range(4):
+        obs = env.step(np.zeros(3, dtype=np.int64))[0]
+        actions, state = model.predict(obs, state, no_starts, deterministic=True)
+        rebuilt_actions, rebuilt = model.predict(obs, rebuilt, no_starts, deterministic=True)
+        assert np.array_equal(actions, rebuilt_actions)
+    with pytest.raises(TypeError, match="this policy's core is 'gru'"):
+        from_sb3_contrib_state(small_agent(env, core="gru").policy, (h, c))
+    with pytest.raises(ValueError, match=r"\[1, n_envs, \d+\] arrays"):
+        from_sb3_contrib_state(model.policy, (h[0], c[0]))
+
+
+def test_load_refuses_a_zip_of_the_other_algorithm(tmp_path):
+    small_agent(TorchVecEnvToSB3(TMaze(2, corridor_length=3)), core="gru", algo="a2c").save(tmp_path / "a2c")
+    with pytest.raises(ValueError, match="was saved by RecurrentA2C; load it with RecurrentA2C.load"):
+        RecurrentPPO.load(tmp_path / "a2c.zip")
+    assert RecurrentA2C.load(tmp_path / "a2c.zip").n_steps > 0
