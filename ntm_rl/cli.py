@@ -145,7 +145,8 @@ def _eval(args: argparse.Namespace) -> None:
 
 
 def _inspect(args: argparse.Namespace) -> None:
-    from ntm_rl.experiment import RunDirectory, inspect_agent, load_agent
+    from ntm_rl.experiment import inspect_agent, load_agent
+    from ntm_rl.runs import RunDirectory
 
     _positive("--episodes", args.episodes)
     model, config, normalizer = load_agent(args.target, args.device)

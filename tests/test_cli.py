@@ -16,7 +16,7 @@ import yaml
 from ntm_rl.agents import RecurrentPPO
 from ntm_rl.cli import main
 from ntm_rl.config import load_config
-from ntm_rl.experiment import RunDirectory
+from ntm_rl.runs import RunDirectory
 from ntm_rl.serialization import load_npz
 
 TINY = {
@@ -229,7 +229,7 @@ def test_a_run_whose_wandb_fails_to_start_still_trains(tmp_path, capsys, caplog,
 
 def test_a_checkpoint_holds_optimiser_normalisation_and_rng_states(tmp_path):
     from ntm_rl.config import config_from_dict
-    from ntm_rl.experiment import RunDirectory, make_env, make_model
+    from ntm_rl.experiment import make_env, make_model
     from ntm_rl.serialization import restore_rng
 
     config = config_from_dict(TINY | {"env": TINY["env"] | {"normalize": True}})

@@ -24,7 +24,8 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 from ntm_rl.agents import NonFiniteError, RecurrentPPO
 from ntm_rl.cli import main
 from ntm_rl.config import ConfigError, config_from_dict, load_config
-from ntm_rl.experiment import MANIFEST, RunDirectory, is_finite, make_env, make_model
+from ntm_rl.experiment import make_env, make_model
+from ntm_rl.runs import MANIFEST, RunDirectory, is_finite
 from ntm_rl.serialization import UnsafeModelError
 
 TINY = {
