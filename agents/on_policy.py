@@ -31,7 +31,7 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedul
 from stable_baselines3.common.vec_env import VecEnv
 
 from ntm_rl.buffers import RecurrentRolloutBuffer
-from ntm_rl.cores.base import check_positive_int
+from ntm_rl.checks import check_positive_int
 from ntm_rl.cores.state import index_state
 from ntm_rl.policies import (
     ActorCriticState,

@@ -18,7 +18,7 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedul
 from stable_baselines3.common.utils import FloatSchedule, explained_variance
 
 from ntm_rl.agents.on_policy import RecurrentOnPolicyAlgorithm
-from ntm_rl.cores.base import check_positive_int
+from ntm_rl.checks import check_positive_int
 from ntm_rl.cores.state import where_state
 from ntm_rl.policies import RecurrentActorCriticPolicy
 

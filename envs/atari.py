@@ -26,6 +26,8 @@ from ale_py.roms import get_all_rom_ids
 from ale_py.vector_env import AtariVectorEnv
 from stable_baselines3.common.vec_env import VecEnv
 
+from ntm_rl.checks import check_positive_int
+
 FRAME_SHAPE = (84, 84)
 
 
@@ -80,8 +82,7 @@ class AtariVecEnv(VecEnv):
             ("frame_skip", frame_skip, 1),
             ("noop_max", noop_max, 0),
         ]:
-            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
+            check_positive_int(name, value, minimum)
         if not 0 <= flicker_prob <= 1:
             raise ValueError(f"flicker_prob must be in [0, 1], got {flicker_prob!r}.")
         self.game = rom_id(game)

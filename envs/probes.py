@@ -15,13 +15,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ntm_rl.checks import check_positive_int
 from ntm_rl.vec.torch_vec_env import TorchVecEnv
-
-
-def _check_int(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
-    return value
 
 
 def _box(size: int) -> gym.spaces.Box:
@@ -35,7 +30,7 @@ class _SequenceProbe(TorchVecEnv):
         self, num_envs: int, device: torch.device | str, num_symbols: int, sequence_length: int, episode_length: int
     ):
         super().__init__(num_envs, device)
-        self.num_symbols = _check_int("num_symbols", num_symbols, 2)
+        self.num_symbols = check_positive_int("num_symbols", num_symbols, 2)
         self.episode_length = episode_length
         self.symbols = torch.zeros(num_envs, sequence_length, dtype=torch.int64, device=self.device)
 
@@ -77,8 +72,8 @@ class RepeatPrevious(_SequenceProbe):
         delay: int = 3,
         length: int = 32,
     ):
-        _check_int("delay", delay, 1)
-        if _check_int("length", length, 2) <= delay:
+        check_positive_int("delay", delay, 1)
+        if check_positive_int("length", length, 2) <= delay:
             raise ValueError(f"length must exceed delay ({delay}), got {length}.")
         super().__init__(num_envs, device, num_symbols, length, length)
         self.delay = delay
@@ -105,7 +100,7 @@ class RepeatFirst(_SequenceProbe):
     """
 
     def __init__(self, num_envs: int = 1, device: torch.device | str = "cpu", num_symbols: int = 4, length: int = 16):
-        super().__init__(num_envs, device, num_symbols, _check_int("length", length, 2), length)
+        super().__init__(num_envs, device, num_symbols, check_positive_int("length", length, 2), length)
         self.observation_space = _box(num_symbols)
         self.action_space = gym.spaces.Discrete(num_symbols)
         self.optimal_return = float(length - 1)
@@ -137,8 +132,8 @@ class Copy(_SequenceProbe):
         length: int = 5,
         delay: int = 0,
     ):
-        _check_int("length", length, 1)
-        _check_int("delay", delay, 0)
+        check_positive_int("length", length, 1)
+        check_positive_int("delay", delay, 0)
         super().__init__(num_envs, device, num_symbols, length, 2 * length + delay)
         self.length, self.delay = length, delay
         self.observation_space = _box(num_symbols + 1)
@@ -171,7 +166,7 @@ class TMaze(_SequenceProbe):
     """
 
     def __init__(self, num_envs: int = 1, device: torch.device | str = "cpu", corridor_length: int = 10):
-        super().__init__(num_envs, device, 2, 1, _check_int("corridor_length", corridor_length, 1) + 1)
+        super().__init__(num_envs, device, 2, 1, check_positive_int("corridor_length", corridor_length, 1) + 1)
         self.corridor_length = corridor_length
         self.observation_space = _box(3)
         self.action_space = gym.spaces.Discrete(2)
@@ -202,8 +197,8 @@ class AssociativeRecall(TorchVecEnv):
 
     def __init__(self, num_envs: int = 1, device: torch.device | str = "cpu", num_pairs: int = 3, num_symbols: int = 8):
         super().__init__(num_envs, device)
-        self.num_pairs = _check_int("num_pairs", num_pairs, 1)
-        if _check_int("num_symbols", num_symbols, 2) < num_pairs:
+        self.num_pairs = check_positive_int("num_pairs", num_pairs, 1)
+        if check_positive_int("num_symbols", num_symbols, 2) < num_pairs:
             raise ValueError(f"num_symbols must be >= num_pairs ({num_pairs}) for distinct keys, got {num_symbols}.")
         self.num_symbols = num_symbols
         self.observation_space = _box(2 * num_symbols + 1)
@@ -260,9 +255,9 @@ class CountRecall(_SequenceProbe):
         max_count: int = 8,
     ):
         # The sequence holds the shown symbols, then the queries.
-        super().__init__(num_envs, device, num_symbols, 2 * _check_int("length", length, 1), length)
+        super().__init__(num_envs, device, num_symbols, 2 * check_positive_int("length", length, 1), length)
         self.length = length
-        self.max_count = _check_int("max_count", max_count, 1)
+        self.max_count = check_positive_int("max_count", max_count, 1)
         self.observation_space = _box(2 * num_symbols)
         self.action_space = gym.spaces.Discrete(max_count + 1)
         self.optimal_return = float(length)

@@ -7,13 +7,13 @@ interface, so comparing NTM, LSTM and GRU changes nothing before or after the co
 
 from __future__ import annotations
 
-import numbers
 from abc import ABC, abstractmethod
 
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from ntm_rl.checks import check_positive_int
 from ntm_rl.cores.state import (
     State,
     index_state,
@@ -160,16 +160,6 @@ class MemoryCore(nn.Module, ABC):
                 f"got {tuple(x.shape)}. Pass input_dim={x.shape[-1]} when building the core, "
                 "or reshape the input."
             )
-
-
-def check_positive_int(name: str, value: object, minimum: int = 1) -> int:
-    """``value`` as an ``int``; a ``ValueError`` naming ``name`` unless it is an integer >= ``minimum``.
-
-    NumPy integers count (SB3 computes feature widths with NumPy); bools and floats do not.
-    """
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
-    return int(value)
 
 
 class EpisodeSegments:

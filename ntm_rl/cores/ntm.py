@@ -24,8 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ntm_rl.checks import check_positive_int
 from ntm_rl.cores import addressing
-from ntm_rl.cores.base import MemoryCore, check_positive_int
+from ntm_rl.cores.base import MemoryCore
 from ntm_rl.cores.rnn import chrono_init_
 
 ControllerType = Literal["lstm", "gru", "mlp"]

@@ -15,7 +15,8 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from ntm_rl.cores.base import MemoryCore, check_positive_int
+from ntm_rl.checks import check_positive_int
+from ntm_rl.cores.base import MemoryCore
 from ntm_rl.cores.state import State
 
 

@@ -15,6 +15,8 @@ from typing import NamedTuple
 import gymnasium as gym
 import torch
 
+from ntm_rl.checks import check_positive_int
+
 _MASK32 = 0xFFFFFFFF
 _GOLDEN = 0x9E3779B9  # added before each hash so that zero inputs do not stay zero
 _RESET_DRAWS = 1 << 20  # draws made while resetting are keyed apart from those made while stepping
@@ -70,8 +72,7 @@ class TorchVecEnv(ABC):
     render_mode: str | None = None  # nothing renders yet
 
     def __init__(self, num_envs: int, device: torch.device | str = "cpu", max_episode_steps: int | None = None):
-        if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
-            raise ValueError(f"num_envs must be an integer >= 1, got {num_envs!r}.")
+        num_envs = check_positive_int("num_envs", num_envs)
         if max_episode_steps is not None and max_episode_steps < 1:
             raise ValueError(f"max_episode_steps must be >= 1 or None, got {max_episode_steps!r}.")
         self.num_envs = num_envs
