@@ -29,9 +29,10 @@ CLASSIC_CONTROL: dict[str, type[TorchVecEnv]] = {"CartPole": CartPole, "Pendulum
 """Batched partially observable classic-control envs by name (ids as for the probes)."""
 
 
-def make_single_env(env_class: type[TorchVecEnv], **kwargs) -> VecEnvAsGym:
-    """One env of ``env_class`` (with its difficulty ``kwargs``), on the CPU, as a gymnasium ``Env``."""
-    return VecEnvAsGym(TorchVecEnvToSB3(env_class(num_envs=1, device="cpu", **kwargs)))
+def make_single_env(env_class: type[TorchVecEnv], render_mode: str | None = None, **kwargs) -> VecEnvAsGym:
+    """One env of ``env_class`` (with its difficulty ``kwargs``), on the CPU, as a gymnasium ``Env``
+    (``render_mode="rgb_array"`` draws it)."""
+    return VecEnvAsGym(TorchVecEnvToSB3(env_class(num_envs=1, device="cpu", **kwargs), render_mode=render_mode))
 
 
 def make_atari_env(**kwargs) -> VecEnvAsGym:

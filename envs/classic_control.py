@@ -78,6 +78,15 @@ class _PartiallyObservable(TorchVecEnv):
         return full.float()
 
 
+def _draw_line(frame: np.ndarray, start: tuple[float, float], end: tuple[float, float], color: tuple[int, ...],
+               width: int = 3) -> None:  # fmt: skip
+    """Draw a straight line (``(x, y)`` pixels) of ``width`` pixels into ``frame``, in place."""
+    points = np.linspace(start, end, num=int(max(abs(end[0] - start[0]), abs(end[1] - start[1]))) * 2 + 2)
+    half = width // 2
+    for x, y in np.rint(points).astype(int):
+        frame[max(y - half, 0) : y + half + 1, max(x - half, 0) : x + half + 1] = color
+
+
 class CartPole(_PartiallyObservable):
     """CartPole-v1 (Barto, Sutton and Anderson 1983) with gymnasium's physics and time limit.
 
@@ -132,6 +141,21 @@ class CartPole(_PartiallyObservable):
     def _full_observation(self) -> torch.Tensor:
         return self.state
 
+    def render(self, index: int = 0) -> np.ndarray:
+        """The cart on its track and the pole, from the full state (whatever the agent observes)."""
+        x, _, theta, _ = self.state[index].double().tolist()
+        height, width = 160, 320
+        scale = width / (4 * self.x_threshold)
+        frame = np.full((height, width, 3), 255, dtype=np.uint8)
+        track = 120
+        frame[track : track + 2] = 0
+        cart = int(round((x + 2 * self.x_threshold) * scale))
+        frame[track - 16 : track, max(cart - 20, 0) : max(cart + 20, 0)] = (40, 40, 40)
+        pole = 2 * self.length * scale
+        _draw_line(frame, (cart, track - 16), (cart + pole * math.sin(theta), track - 16 - pole * math.cos(theta)),
+                   (202, 152, 101), width=5)  # fmt: skip
+        return frame
+
 
 class Pendulum(_PartiallyObservable):
     """Pendulum-v1 with gymnasium's physics and time limit: swing up and balance.
@@ -183,3 +207,11 @@ class Pendulum(_PartiallyObservable):
     def _full_observation(self) -> torch.Tensor:
         theta, theta_dot = self.state.unbind(1)
         return torch.stack([torch.cos(theta), torch.sin(theta), theta_dot], dim=1)
+
+    def render(self, index: int = 0) -> np.ndarray:
+        """The pendulum from its angle (0 is upright), whatever the agent observes."""
+        theta = float(self.state[index, 0])
+        frame = np.full((160, 160, 3), 255, dtype=np.uint8)
+        _draw_line(frame, (80, 80), (80 + 60 * math.sin(theta), 80 - 60 * math.cos(theta)), (204, 77, 77), width=7)
+        frame[77:84, 77:84] = 0
+        return frame

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env as gym_check_env
 
+from ntm_rl.envs import CLASSIC_CONTROL, PROBES, CartPole, RepeatFirst
 from ntm_rl.envs.wrappers import Flicker, GaussianNoise, HideEntries, PreviousActionReward
 
 
@@ -66,3 +67,39 @@ def test_previous_action_and_reward_are_appended(env_id):
 def test_bad_arguments_raise_a_clear_error(make, message):
     with pytest.raises(ValueError, match=message):
         make()
+
+
+@pytest.mark.parametrize("env_id", [f"ntm_rl/{name}-v0" for name in (*PROBES, *CLASSIC_CONTROL)])
+def test_every_ntm_rl_env_renders_rgb_frames(env_id):
+    env = gym.make(env_id, render_mode="rgb_array")
+    env.reset(seed=0)
+    frames = [env.render()]
+    for _ in range(12):
+        _, _, terminated, truncated, _ = env.step(env.action_space.sample())
+        frames.append(env.render())
+        if terminated or truncated:
+            break
+    for frame in frames:
+        assert frame.dtype == np.uint8 and frame.ndim == 3 and frame.shape[2] == 3
+        assert frame.shape[0] % 2 == 0 and frame.shape[1] % 2 == 0  # what video codecs need
+    assert any(not np.array_equal(frames[0], frame) for frame in frames[1:])  # it shows the episode move on
+    without = gym.make(env_id)
+    without.reset(seed=0)
+    assert without.render() is None
+
+
+@pytest.mark.parametrize("env", ["probe", "cartpole"])
+def test_vec_video_recorder_records_a_batched_env(tmp_path, env):
+    from stable_baselines3.common.vec_env import VecVideoRecorder
+
+    from ntm_rl.vec import TorchVecEnvToSB3
+
+    batched = RepeatFirst(2, length=6) if env == "probe" else CartPole(2, observation="no_velocity")
+    venv = VecVideoRecorder(TorchVecEnvToSB3(batched, render_mode="rgb_array"), str(tmp_path),
+                            record_video_trigger=lambda step: step == 0, video_length=20, name_prefix=env)  # fmt: skip
+    venv.reset()
+    for _ in range(25):
+        venv.step(np.array([venv.action_space.sample() for _ in range(2)]))
+    venv.close()
+    (video,) = tmp_path.glob(f"{env}*.mp4")
+    assert video.stat().st_size > 1_000

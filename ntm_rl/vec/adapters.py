@@ -30,8 +30,11 @@ class TorchVecEnvToSB3(VecEnv):
     says so, so that ``evaluate_policy`` and ``EvalCallback`` read these records without a warning.
     """
 
-    def __init__(self, env: TorchVecEnv):
+    def __init__(self, env: TorchVecEnv, render_mode: str | None = None):
+        if render_mode not in (None, "rgb_array"):
+            raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}.")
         self.env = env
+        env.render_mode = render_mode  # SB3's VecEnv reads it from the env
         super().__init__(env.num_envs, env.observation_space, env.action_space)
         self._actions: torch.Tensor | None = None
         self._returns = np.zeros(self.num_envs)
@@ -63,6 +66,10 @@ class TorchVecEnvToSB3(VecEnv):
 
     def close(self) -> None:
         pass
+
+    def get_images(self) -> list[np.ndarray]:
+        """One picture per env (what SB3's ``render()`` tiles and ``VecVideoRecorder`` records)."""
+        return [self.env.render(i) for i in range(self.num_envs)]
 
     def get_attr(self, attr_name: str, indices=None) -> list[Any]:
         return [getattr(self.env, attr_name)] * len(self._get_indices(indices))
@@ -105,12 +112,13 @@ class VecEnvAsGym(gym.Env):
     seeded ``s - i`` plays (and an Atari life loss continues the game, as DeepMind's wrappers do).
     """
 
-    metadata = {"render_modes": []}
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 30}
 
     def __init__(self, vec_env: VecEnv):
         if vec_env.num_envs != 1:
             raise ValueError(f"VecEnvAsGym needs a vectorised env of 1 environment, got {vec_env.num_envs}.")
         self.vec_env = vec_env
+        self.render_mode = vec_env.render_mode
         self.observation_space = vec_env.observation_space
         self.action_space = vec_env.action_space
         self._next_observation: np.ndarray | None = None
@@ -134,6 +142,10 @@ class VecEnvAsGym(gym.Env):
         self._next_observation = observations[0]
         truncated = bool(info.pop("TimeLimit.truncated", False))
         return info.pop("terminal_observation"), float(rewards[0]), not truncated, truncated, info
+
+    def render(self) -> np.ndarray | None:
+        """The env's picture with ``render_mode="rgb_array"``; ``None`` without a render mode."""
+        return self.vec_env.get_images()[0] if self.render_mode == "rgb_array" else None
 
     def close(self) -> None:
         self.vec_env.close()

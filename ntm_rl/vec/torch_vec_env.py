@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 import gymnasium as gym
+import numpy as np
 import torch
 
 from ntm_rl.checks import check_positive_int
@@ -69,7 +70,7 @@ class TorchVecEnv(ABC):
 
     observation_space: gym.spaces.Box
     action_space: gym.spaces.Space
-    render_mode: str | None = None  # nothing renders yet
+    render_mode: str | None = None  # "rgb_array": render() draws an env (set by the adapters)
 
     def __init__(self, num_envs: int, device: torch.device | str = "cpu", max_episode_steps: int | None = None):
         num_envs = check_positive_int("num_envs", num_envs)
@@ -106,6 +107,23 @@ class TorchVecEnv(ABC):
     def step(self, actions: torch.Tensor) -> VecStep:
         """Advance every env by one step, resetting (same step) those whose episode ended."""
         return self._advance(torch.as_tensor(actions, device=self.device))
+
+    def render(self, index: int = 0) -> np.ndarray:
+        """An RGB picture (``[H, W, 3]`` uint8) of env ``index``: its current observation as a row of
+        cells, each as bright as its value (clipped to [0, 1]), above a bar that grows with the
+        episode's steps. Environments with a scene to show (CartPole, Pendulum) draw that instead."""
+        values = self._observe()[index].float().flatten().clamp(0, 1).cpu().numpy()
+        cell, gap = 24, 4
+        width = max(len(values) * (cell + gap) + gap, 96)
+        frame = np.full((cell + 3 * gap + 6, width, 3), 32, dtype=np.uint8)
+        for i, value in enumerate(values):
+            left = gap + i * (cell + gap)
+            frame[gap : gap + cell, left : left + cell] = (np.array([80, 200, 120]) * value + 48 * (1 - value)).astype(
+                np.uint8
+            )
+        steps = int(self.elapsed_steps[index])
+        frame[-gap - 4 : -gap, gap : gap + min(steps, width - 2 * gap)] = 200
+        return frame
 
     def compile_step(self, **compile_kwargs) -> TorchVecEnv:
         """Compile :meth:`step` with ``torch.compile`` (fuses a step's many small operations).
