@@ -132,3 +132,21 @@ class PreviousActionReward(gym.Wrapper, gym.utils.RecordConstructorArgs):
     def step(self, action):
         observation, reward, terminated, truncated, info = self.env.step(action)
         return self._extend(observation, action, float(reward)), reward, terminated, truncated, info
+
+
+NTM_RL_WRAPPERS: dict[str, type[gym.Wrapper]] = {
+    cls.__name__: cls for cls in (HideEntries, GaussianNoise, Flicker, PreviousActionReward)
+}
+GYMNASIUM_WRAPPERS = ("TimeLimit", "FlattenObservation", "FrameStackObservation", "DelayObservation",
+                      "TimeAwareObservation", "NormalizeObservation", "NormalizeReward", "ClipReward",
+                      "ClipAction", "RescaleAction", "StickyAction", "RepeatAction", "DtypeObservation",
+                      "FilterObservation", "ResizeObservation", "GrayscaleObservation")  # fmt: skip
+"""The ``gymnasium.wrappers`` a config may name: those whose keywords are plain data (no callables)."""
+
+
+def wrapper_class(name: str) -> type[gym.Wrapper] | None:
+    """The wrapper a config's ``env.wrappers`` names: one of ntm-rl's (``Flicker``, ...) or one of
+    :data:`GYMNASIUM_WRAPPERS`, looked up by name (nothing is imported); ``None`` for any other."""
+    if name in NTM_RL_WRAPPERS:
+        return NTM_RL_WRAPPERS[name]
+    return getattr(gym.wrappers, name, None) if name in GYMNASIUM_WRAPPERS else None

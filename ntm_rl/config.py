@@ -106,12 +106,17 @@ class EnvConfig:
     :param kwargs: the env's keywords (difficulty, observation mode, game, ...).
     :param n_envs: environments stepped together.
     :param normalize: wrap in SB3's ``VecNormalize`` (observations and rewards).
+    :param wrappers: gymnasium wrappers around each env that ``gym.make`` builds, innermost
+        first, as rl-zoo3's ``env_wrapper``: a name, or ``{name: {keyword: value}}``. Names are
+        ntm-rl's (``HideEntries``, ``GaussianNoise``, ``Flicker``, ``PreviousActionReward``) or
+        the ``gymnasium.wrappers`` listed in ``ntm_rl.envs.wrappers.GYMNASIUM_WRAPPERS``.
     """
 
     id: str
     kwargs: dict[str, Any] = field(default_factory=dict)
     n_envs: int = 8
     normalize: bool = False
+    wrappers: list[Any] = field(default_factory=list)
 
 
 @dataclass
@@ -355,6 +360,10 @@ def validate(config: ExperimentConfig) -> None:
     if target is not None:
         # The command sets these: the batch size, the device, and training vs evaluation mode (Atari).
         check_kwargs("env.kwargs", config.env.kwargs, target, exclude=("num_envs", "device", "training"))
+        if config.env.wrappers:
+            raise ConfigError(f"env.wrappers wrap envs that gym.make builds; {config.env.id} is batched: use its "
+                              "env.kwargs (e.g. observation: no_velocity) instead.")  # fmt: skip
+    env_wrappers(config.env.wrappers)  # checks names and keywords
     check_kwargs("core_kwargs", config.core_kwargs, CORES[config.core], exclude=("input_dim",))
     check_kwargs("policy_kwargs", config.policy_kwargs, RecurrentActorCriticPolicy,
                  exclude=("observation_space", "action_space", "lr_schedule", "core", "core_kwargs",
@@ -456,6 +465,31 @@ def _check_memory(config: ExperimentConfig) -> None:
             f"(env.n_envs={config.env.n_envs}, core_kwargs={_short(config.core_kwargs)}), and this machine has "
             f"{available / 2**30:,.1f} GiB; lower env.n_envs, the core's size or algo_kwargs.n_steps."
         )
+
+
+def env_wrappers(entries: list[Any]) -> list[tuple[type, dict[str, Any]]]:
+    """The wrapper classes and keywords that ``env.wrappers`` lists (checked; ConfigError otherwise)."""
+    from ntm_rl.envs.wrappers import GYMNASIUM_WRAPPERS, NTM_RL_WRAPPERS, wrapper_class
+
+    known = [*NTM_RL_WRAPPERS, *GYMNASIUM_WRAPPERS]
+    wrappers = []
+    for index, entry in enumerate(entries):
+        name, kwargs = None, None
+        if isinstance(entry, str):
+            name, kwargs = entry, {}
+        elif isinstance(entry, dict) and len(entry) == 1:
+            ((name, kwargs),) = entry.items()
+            kwargs = {} if kwargs is None else kwargs
+        if not isinstance(name, str) or not isinstance(kwargs, dict):
+            raise ConfigError(f"env.wrappers[{index}] must be a wrapper name or {{name: {{keyword: value}}}}, "
+                              f"got {_short(entry)}.")  # fmt: skip
+        cls = wrapper_class(name)
+        if cls is None:
+            raise ConfigError(f"env.wrappers[{index}]: unknown wrapper {_short(name)}{did_you_mean(name[:100], known)}; "
+                              f"known: {', '.join(known)}.")  # fmt: skip
+        check_kwargs(f"env.wrappers[{index}].{name}", kwargs, cls, exclude=("env",))
+        wrappers.append((cls, dict(kwargs)))
+    return wrappers
 
 
 def to_yaml(config: ExperimentConfig) -> str:

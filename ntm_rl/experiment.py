@@ -32,6 +32,7 @@ from ntm_rl.config import (
     ConfigError,
     ExperimentConfig,
     did_you_mean,
+    env_wrappers,
     parse_schedule,
 )
 from ntm_rl.cores import NTMCore
@@ -80,7 +81,15 @@ def make_env(config: ExperimentConfig, n_envs: int, device: torch.device | str =
     target = env_class(env_id)
     try:
         if target is None:
-            env: VecEnv = DummyVecEnv([lambda: gym.make(env_id, **kwargs)] * n_envs)
+            wrappers = env_wrappers(config.env.wrappers)
+
+            def make_one() -> gym.Env:
+                env = gym.make(env_id, **kwargs)
+                for wrapper, wrapper_kwargs in wrappers:
+                    env = wrapper(env, **wrapper_kwargs)
+                return env
+
+            env: VecEnv = DummyVecEnv([make_one] * n_envs)
         elif env_id == ATARI_ID:
             env = target(num_envs=n_envs, training=training, **kwargs)
         else:

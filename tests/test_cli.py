@@ -296,3 +296,31 @@ def test_gym_packages_make_a_third_party_env_reachable(tmp_path, capsys, monkeyp
     assert code == 0 and "over 5 episodes" in out
     code, _, err = run_cli(capsys, "eval", str(only_run(tmp_path / "runs")), "--gym-packages", "no_such_envs")
     assert code == 2 and "--gym-packages no_such_envs: No module named 'no_such_envs'" in err
+
+
+def test_env_wrappers_make_a_gymnasium_env_partially_observable(tmp_path, capsys):
+    wrappers = [{"HideEntries": {"indices": [1, 3]}}, {"TimeLimit": {"max_episode_steps": 40}}, "PreviousActionReward"]
+    config = write_config(tmp_path, env={"id": "CartPole-v1", "n_envs": 2, "wrappers": wrappers}, core="gru",
+                          core_kwargs={"hidden_size": 8}, total_timesteps=64)  # fmt: skip
+    code, _, err = run_cli(capsys, "train", str(config), "--runs-root", str(tmp_path / "runs"))
+    assert code == 0, err
+    model = RecurrentPPO.load(only_run(tmp_path / "runs") / "model.zip")
+    assert model.observation_space.shape == (2 + 2 + 1,)  # x and theta, then the one-hot action and the reward
+    result = json.loads((only_run(tmp_path / "runs") / "eval.json").read_text())
+    assert max(result["returns"]) <= 40
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"id": "CartPole-v1", "wrappers": ["Flickr"]}, "unknown wrapper 'Flickr' (did you mean 'Flicker'?)"),
+        ({"id": "CartPole-v1", "wrappers": [{"Flicker": {"probability": 0.5}}]}, "env.wrappers[0].Flicker.probability"),
+        ({"id": "CartPole-v1", "wrappers": [{"Flicker": 0.5}]}, "must be a wrapper name or {name: {keyword: value}}"),
+        ({"id": "CartPole-v1", "wrappers": ["TransformReward"]}, "unknown wrapper 'TransformReward'"),
+        ({"id": "ntm_rl/TMaze-v0", "wrappers": ["Flicker"]}, "ntm_rl/TMaze-v0 is batched: use its env.kwargs"),
+    ],
+)
+def test_env_wrapper_mistakes_are_one_line(tmp_path, capsys, env, message):
+    config = write_config(tmp_path, env=env, core="gru", core_kwargs={"hidden_size": 8})
+    code, _, err = run_cli(capsys, "train", str(config), "--runs-root", str(tmp_path / "runs"))
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
