@@ -24,9 +24,9 @@ import gymnasium as gym
 import numpy as np
 from ale_py.roms import get_all_rom_ids
 from ale_py.vector_env import AtariVectorEnv
-from stable_baselines3.common.vec_env import VecEnv
 
 from ntm_rl.checks import check_positive_int
+from ntm_rl.vec import BatchedVecEnv
 
 FRAME_SHAPE = (84, 84)
 
@@ -42,7 +42,7 @@ def rom_id(game: str) -> str:
     return name
 
 
-class AtariVecEnv(VecEnv):
+class AtariVecEnv(BatchedVecEnv):
     """``num_envs`` Atari games stepped by ale-py in native threads, as an SB3 ``VecEnv``.
 
     Observations are ``uint8`` ``[num_envs, frame_stack, 84, 84]`` (channels first, as SB3's
@@ -168,20 +168,3 @@ class AtariVecEnv(VecEnv):
 
     def close(self) -> None:
         self.ale.close()
-
-    def get_attr(self, attr_name: str, indices=None) -> list[Any]:
-        return [getattr(self, attr_name)] * len(self._indices(indices))
-
-    def set_attr(self, attr_name: str, value: Any, indices=None) -> None:
-        setattr(self, attr_name, value)
-
-    def env_method(self, method_name: str, *method_args, indices=None, **method_kwargs) -> list[Any]:
-        return [getattr(self, method_name)(*method_args, **method_kwargs)] * len(self._indices(indices))
-
-    def env_is_wrapped(self, wrapper_class: type[gym.Wrapper], indices=None) -> list[bool]:
-        return [False] * len(self._indices(indices))
-
-    def _indices(self, indices) -> list[int]:
-        if indices is None:
-            return list(range(self.num_envs))
-        return [indices] if isinstance(indices, int) else list(indices)

@@ -20,7 +20,37 @@ from stable_baselines3.common.vec_env import VecEnv
 from ntm_rl.vec.torch_vec_env import TorchVecEnv
 
 
-class TorchVecEnvToSB3(VecEnv):
+class BatchedVecEnv(VecEnv):
+    """SB3's ``VecEnv`` for envs that one object steps as a batch: ``get_attr``, ``set_attr`` and
+    ``env_method`` reach that object (:meth:`_batch`), the same for every index, and
+    ``env_is_wrapped`` says whether its ``infos`` carry SB3 ``Monitor``'s ``episode`` records."""
+
+    records_episodes = False
+
+    def _batch(self) -> Any:
+        """The object that holds the envs' attributes and methods."""
+        return self
+
+    def get_attr(self, attr_name: str, indices=None) -> list[Any]:
+        return [getattr(self._batch(), attr_name)] * len(self._indices(indices))
+
+    def set_attr(self, attr_name: str, value: Any, indices=None) -> None:
+        setattr(self._batch(), attr_name, value)
+
+    def env_method(self, method_name: str, *method_args, indices=None, **method_kwargs) -> list[Any]:
+        result = getattr(self._batch(), method_name)(*method_args, **method_kwargs)
+        return [result] * len(self._indices(indices))
+
+    def env_is_wrapped(self, wrapper_class: type[gym.Wrapper], indices=None) -> list[bool]:
+        return [self.records_episodes and issubclass(Monitor, wrapper_class)] * len(self._indices(indices))
+
+    def _indices(self, indices) -> Sequence[int]:
+        if indices is None:
+            return range(self.num_envs)
+        return [indices] if isinstance(indices, int) else indices
+
+
+class TorchVecEnvToSB3(BatchedVecEnv):
     """A :class:`TorchVecEnv` as an SB3 ``VecEnv``: numpy in and out, SB3's ``infos``.
 
     Finished episodes report ``terminal_observation`` and ``TimeLimit.truncated`` in their info
@@ -29,6 +59,8 @@ class TorchVecEnvToSB3(VecEnv):
     its own monitor (its episodes are whole and its rewards unmodified), and ``env_is_wrapped``
     says so, so that ``evaluate_policy`` and ``EvalCallback`` read these records without a warning.
     """
+
+    records_episodes = True
 
     def __init__(self, env: TorchVecEnv, render_mode: str | None = None):
         if render_mode not in (None, "rgb_array"):
@@ -71,24 +103,8 @@ class TorchVecEnvToSB3(VecEnv):
         """One picture per env (what SB3's ``render()`` tiles and ``VecVideoRecorder`` records)."""
         return [self.env.render(i) for i in range(self.num_envs)]
 
-    def get_attr(self, attr_name: str, indices=None) -> list[Any]:
-        return [getattr(self.env, attr_name)] * len(self._get_indices(indices))
-
-    def set_attr(self, attr_name: str, value: Any, indices=None) -> None:
-        setattr(self.env, attr_name, value)
-
-    def env_method(self, method_name: str, *method_args, indices=None, **method_kwargs) -> list[Any]:
-        result = getattr(self.env, method_name)(*method_args, **method_kwargs)
-        return [result] * len(self._get_indices(indices))
-
-    def env_is_wrapped(self, wrapper_class: type[gym.Wrapper], indices=None) -> list[bool]:
-        # SB3 asks whether a Monitor records the episodes: this adapter does (see the class docstring).
-        return [issubclass(Monitor, wrapper_class)] * len(self._get_indices(indices))
-
-    def _get_indices(self, indices) -> Sequence[int]:
-        if indices is None:
-            return range(self.num_envs)
-        return [indices] if isinstance(indices, int) else indices
+    def _batch(self) -> TorchVecEnv:
+        return self.env
 
 
 def sb3_infos(dones: np.ndarray, final_observations: np.ndarray | None, truncated: np.ndarray, returns: np.ndarray,
