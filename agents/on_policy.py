@@ -18,7 +18,7 @@ import io
 import pathlib
 import time
 from collections.abc import Iterable
-from typing import Any, ClassVar, Literal, Self
+from typing import Any, ClassVar, Literal, NamedTuple, Self
 
 import numpy as np
 import torch
@@ -43,6 +43,15 @@ from ntm_rl.policies import (
 from ntm_rl.serialization import add_description, safe_custom_objects
 from ntm_rl.vec import TorchVecEnvToSB3
 from ntm_rl.vec.adapters import sb3_infos
+
+
+class RolloutStep(NamedTuple):
+    """One rollout step as callbacks see it (``model.last_step``, set before ``on_step``): the
+    recurrent state the step's policy call produced, and the episode-start flags ``[n_envs]`` of
+    the observations it acted on."""
+
+    state: ActorCriticState
+    episode_starts: torch.Tensor
 
 
 class NonFiniteError(RuntimeError):
@@ -127,6 +136,9 @@ class RecurrentOnPolicyAlgorithm(OnPolicyAlgorithm):
         )
         self.sequence_length, self.burn_in, self.checkpoint_steps = sequence_length, burn_in, checkpoint_steps
         self.nan_policy, self.skipped_updates = nan_policy, 0
+        # For callbacks (documented attributes, not the rollout's local variables):
+        self.last_step: RolloutStep | None = None  # the rollout step that on_step follows
+        self.rollout_episodes: list[dict[str, float]] = []  # a device env's episodes ended in the last rollout
         self._last_state: ActorCriticState | None = None
         self._episode_returns: torch.Tensor | None = None  # of the episodes running in a device env
         self._episode_lengths: torch.Tensor | None = None
@@ -144,8 +156,8 @@ class RecurrentOnPolicyAlgorithm(OnPolicyAlgorithm):
 
     def _excluded_save_params(self) -> list[str]:
         # The rollout's recurrent state and last observations are transient, like the env.
-        return [*super()._excluded_save_params(), "_last_state", "_last_obs", "_last_original_obs", "_last_episode_starts",
-                "_episode_returns", "_episode_lengths"]  # fmt: skip
+        return [*super()._excluded_save_params(), "_last_state", "_last_obs", "_last_original_obs",
+                "_last_episode_starts", "_episode_returns", "_episode_lengths", "last_step", "rollout_episodes"]  # fmt: skip
 
     def save(self, path: str | pathlib.Path | io.BufferedIOBase, exclude: Iterable[str] | None = None,
              include: Iterable[str] | None = None) -> None:  # fmt: skip
@@ -214,9 +226,9 @@ class RecurrentOnPolicyAlgorithm(OnPolicyAlgorithm):
     def _check_rollout_finite(self, buffer: RecurrentRolloutBuffer) -> None:
         """Stop with :class:`NonFiniteError` naming the first non-finite reward or observation of the
         rollout (its step and env index), before it reaches the weights. One host sync per rollout."""
-        fields = _observation_fields(buffer.observations)
+        fields = _observation_fields(buffer.observations)  # first: a bad observation can cause a bad reward
         if self.nan_policy == "raise":  # with "skip_update", a NaN reward spoils its minibatches, which are dropped
-            fields.insert(0, ("reward", buffer.rewards))
+            fields.append(("reward", buffer.rewards))
         for what, values in fields:
             found = _first_nonfinite(values)
             if found is not None:
@@ -289,6 +301,7 @@ class RecurrentOnPolicyAlgorithm(OnPolicyAlgorithm):
                 truncated = torch.as_tensor(truncated_np & dones_np, device=self.device)
                 final_obs = infos
             self.num_timesteps += env.num_envs
+            self.last_step = RolloutStep(next_state, starts)
             callback.update_locals(locals() | step_locals)
             if not callback.on_step():
                 # Stopped mid-rollout: keep where the envs are, so that a later learn() goes on from there.
@@ -306,13 +319,14 @@ class RecurrentOnPolicyAlgorithm(OnPolicyAlgorithm):
             last_values = self.policy.predict_values(obs, state, starts)
         rollout_buffer.compute_returns_and_advantage(last_values, starts)
         self._keep_position(obs, starts, state, episode_returns, episode_lengths)
-        episodes: list[dict[str, float]] = []  # a device env's finished episodes, for callbacks too
+        episodes: list[dict[str, float]] = []  # a device env's finished episodes
         if device_env is not None:
             stats = torch.stack(finished, dim=2).cpu().numpy()  # [2, B, T], one host copy per rollout
             episodes = [
                 {"r": float(r), "l": int(n)} for r, n in stats.transpose(2, 1, 0).reshape(-1, 2) if not np.isnan(r)
             ]
             self.ep_info_buffer.extend(episodes)
+        self.rollout_episodes = episodes
         callback.update_locals(locals())
         callback.on_rollout_end()
         return True

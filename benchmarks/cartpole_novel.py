@@ -42,10 +42,10 @@ BASELINE = Path(__file__).resolve().parent / "baselines" / "rppo_cartpole_novel.
 # Each core with the rollout shape and learning rate that suit it (command-line flags override):
 # the NTM's per-step cost favours many envs and minibatches of many short sequences (a step costs
 # about the same for 64 sequences as for 32, so fewer, wider minibatches train faster); the LSTM and
-# GRU learn more reliably from 32 envs and 16-step sequences. The LSTM and GRU keep PyTorch's
+# GRU learn more reliably from 32 envs and 16-step sequences. Every core keeps PyTorch's
 # initialisation (``chrono_init=None``), as measured: a pole needs only a few steps of memory.
 CORE_SETTINGS = {
-    "ntm": dict(core_kwargs=dict(controller_size=32, memory_size=16, word_size=8), n_envs=64, n_steps=32,
+    "ntm": dict(core_kwargs=dict(controller_size=32, memory_size=16, word_size=8, chrono_init=None), n_envs=64, n_steps=32,
                 batch_size=512, sequence_length=8, learning_rate=2e-3),
     "lstm": dict(core_kwargs=dict(hidden_size=64, chrono_init=None), n_envs=32, n_steps=64, batch_size=512, sequence_length=16,
                  learning_rate=1e-3),

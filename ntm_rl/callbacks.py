@@ -99,8 +99,8 @@ class PeriodicSave(BaseCallback):
 class DeviceEnvMonitor(BaseCallback):
     """Writes the episodes a device env finishes to ``filename``, in ``VecMonitor``'s CSV format.
 
-    A ``TorchVecEnvToSB3`` env is stepped as tensors without its wrappers; the rollout hands each
-    rollout's finished episodes to callbacks as ``episodes``.
+    A ``TorchVecEnvToSB3`` env is stepped as tensors without its wrappers; the agent keeps each
+    rollout's finished episodes as ``model.rollout_episodes``.
     """
 
     reads_sb3_step_locals = False  # see ntm_rl.agents.on_policy: no numpy copies made for it
@@ -118,7 +118,7 @@ class DeviceEnvMonitor(BaseCallback):
 
     def _on_rollout_end(self) -> None:
         now = round(time.time() - self._start, 6)
-        for episode in self.locals.get("episodes", []):
+        for episode in self.model.rollout_episodes:
             self._writer.write_row({"r": episode["r"], "l": episode["l"], "t": now})
 
     def _on_training_end(self) -> None:
@@ -155,8 +155,9 @@ class MemoryMetrics(BaseCallback):
 
     def _on_step(self) -> bool:
         if self._active:
-            self._weights.append(self.locals["next_state"].actor.weights[: self.max_envs])
-            self._starts.append(self.locals["starts"][: self.max_envs])
+            step = self.model.last_step  # the state holds the step's read and write weightings
+            self._weights.append(step.state.actor.weights[: self.max_envs])
+            self._starts.append(step.episode_starts[: self.max_envs])
         return True
 
     def _on_rollout_end(self) -> None:

@@ -305,6 +305,8 @@ def check_kwargs(section: str, kwargs: dict[str, Any], target: Callable, exclude
         if name not in parameters:
             raise _unknown(f"{section}.{name}", parameters)
         default = parameters[name].default
+        if value is None and "None" in str(parameters[name].annotation):  # e.g. chrono_init: int | None
+            continue
         if isinstance(default, bool | int | float | str) and not (section == "algo_kwargs" and name in SCHEDULE_KEYS):
             _check_type(f"{section}.{name}", value, float if type(default) is float else type(default))
 
