@@ -271,8 +271,8 @@ class RecurrentOnPolicyAlgorithm(OnPolicyAlgorithm):
                     actions, values, log_probs, next_state = self.policy(obs, state, starts)
                 except (ValueError, RuntimeError):  # a distribution refused NaN parameters: name the input's
                     one_step = {k: v[None] for k, v in obs.items()} if isinstance(obs, dict) else obs[None]
-                    for what, values in _observation_fields(one_step):
-                        if (found := _first_nonfinite(values)) is not None:
+                    for what, field in _observation_fields(one_step):
+                        if (found := _first_nonfinite(field)) is not None:
                             raise NonFiniteError(f"non-finite {what} from env {found[1]} at {self.num_timesteps} "
                                                  "env steps; fix the env, or clip what it returns.") from None  # fmt: skip
                     raise

@@ -293,16 +293,7 @@ def load_agent(path: str | Path, device: str = "auto"):
     run = RunDirectory.find(path)
     config = run.config
     path = Path(path)
-    if path.is_file():
-        if path.name != "model.zip":
-            raise ConfigError(f"{str(path)!r} is not a model ntm-rl saved; give a run directory, a checkpoint "
-                              "directory or a model.zip inside one.")  # fmt: skip
-        snapshot = path.parent
-        read_manifest(snapshot)
-    elif path != run.root:
-        snapshot = path
-        read_manifest(snapshot)
-    else:  # a run: its final agent, else its newest checkpoint that loads
+    if path == run.root:  # a run: its final agent, else its newest checkpoint that loads
         loaded = _load_newest(run.agent_snapshots(), config, resolve_device(device))
         if loaded is None:
             raise run.no_whole_checkpoint() or ConfigError(
@@ -310,6 +301,11 @@ def load_agent(path: str | Path, device: str = "auto"):
             )
         model, statistics, _ = loaded
         return model, config, statistics
+    if path.is_file() and path.name != "model.zip":
+        raise ConfigError(f"{str(path)!r} is not a model ntm-rl saved; give a run directory, a checkpoint "
+                          "directory or a model.zip inside one.")  # fmt: skip
+    snapshot = path.parent if path.is_file() else path
+    read_manifest(snapshot)  # a snapshot named explicitly is refused when damaged, not replaced
     model, statistics, _ = load_snapshot(config, snapshot, resolve_device(device))
     return model, config, statistics
 

@@ -80,7 +80,8 @@ def is_finite(model: RecurrentOnPolicyAlgorithm) -> bool:
     tensors = [*model.policy.state_dict().values()]
     for state in model.policy.optimizer.state.values():
         tensors += [v for v in state.values() if isinstance(v, torch.Tensor)]
-    return all(bool(torch.isfinite(t).all()) for t in tensors if t.is_floating_point())
+    checks = [torch.isfinite(t).all() for t in tensors if t.is_floating_point()]
+    return bool(torch.stack(checks).all()) if checks else True  # one host sync
 
 
 def write_snapshot(directory: Path, files: dict[str, bytes], num_timesteps: int, config: ExperimentConfig) -> None:
