@@ -20,7 +20,8 @@ from ntm_rl.policies import RecurrentActorCriticPolicy
 class RecurrentA2C(RecurrentOnPolicyAlgorithm):
     """Advantage Actor-Critic with a recurrent memory core.
 
-    :param policy: ``"MlpPolicy"``, ``"CnnPolicy"``, ``"MultiInputPolicy"`` or a policy class.
+    :param policy: ``"MlpPolicy"``, ``"CnnPolicy"``, ``"MultiInputPolicy"`` or a policy class (and
+        sb3-contrib's names, as :class:`~ntm_rl.agents.RecurrentPPO` reads them).
     :param env: an SB3 ``VecEnv``, a gymnasium env or its id.
     :param learning_rate: learning rate, or a schedule of the remaining progress.
     :param n_steps: steps per environment per rollout (and per training sequence).

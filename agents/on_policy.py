@@ -39,6 +39,7 @@ from ntm_rl.policies import (
     RecurrentCnnPolicy,
     RecurrentMlpPolicy,
     RecurrentMultiInputPolicy,
+    from_sb3_contrib_names,
 )
 from ntm_rl.serialization import add_description, safe_custom_objects
 from ntm_rl.vec import TorchVecEnvToSB3
@@ -107,6 +108,7 @@ class RecurrentOnPolicyAlgorithm(OnPolicyAlgorithm):
         nan_policy: Literal["raise", "skip_update"] = "raise",
     ):
         check_positive_int("n_steps", n_steps)
+        policy, policy_kwargs = from_sb3_contrib_names(policy, policy_kwargs)
         if nan_policy not in ("raise", "skip_update"):
             raise ValueError(f"nan_policy must be 'raise' or 'skip_update', got {nan_policy!r}.")
         sequence_length = n_steps if sequence_length is None else sequence_length

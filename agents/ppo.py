@@ -31,7 +31,9 @@ class RecurrentPPO(RecurrentOnPolicyAlgorithm):
 
     :param policy: ``"MlpPolicy"``, ``"CnnPolicy"``, ``"MultiInputPolicy"`` or a policy class;
         ``policy_kwargs=dict(core="ntm" | "lstm" | "gru", core_kwargs=..., shared_core=...)``
-        picks the memory.
+        picks the memory. sb3-contrib's names (``"MlpLstmPolicy"``, ``lstm_hidden_size``,
+        ``enable_critic_lstm``, ...) are read as an LSTM core (see
+        :func:`~ntm_rl.policies.from_sb3_contrib_names`).
     :param env: an SB3 ``VecEnv``, a gymnasium env or its id.
     :param learning_rate: learning rate, or a schedule of the remaining progress.
     :param n_steps: steps per environment per rollout.

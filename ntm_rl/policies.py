@@ -11,6 +11,7 @@ comparing cores changes nothing else.
 from __future__ import annotations
 
 import os
+import warnings
 from functools import partial
 from typing import Any, NamedTuple, Self
 
@@ -313,6 +314,53 @@ def from_sb3_contrib_state(policy: RecurrentActorCriticPolicy, lstm_states: tupl
                          f"{tuple(h.shape)} and {tuple(c.shape)}.")  # fmt: skip
     critic = () if policy.critic_core is None else policy.critic_core.initial_state(h.shape[1], policy.device)
     return ActorCriticState(LSTMState(h[0], c[0]), critic)
+
+
+SB3_CONTRIB_POLICIES = {"MlpLstmPolicy": "MlpPolicy", "CnnLstmPolicy": "CnnPolicy",
+                        "MultiInputLstmPolicy": "MultiInputPolicy"}  # fmt: skip
+"""sb3-contrib's ``RecurrentPPO`` policy names, and the ntm-rl policy each stands for (with an LSTM core)."""
+
+SB3_CONTRIB_LSTM_KWARGS = ("lstm_hidden_size", "n_lstm_layers", "shared_lstm", "enable_critic_lstm", "lstm_kwargs")
+
+
+def from_sb3_contrib_names(policy: Any, policy_kwargs: dict[str, Any] | None) -> tuple[Any, dict[str, Any] | None]:
+    """``policy`` and ``policy_kwargs`` in ntm-rl's names, given sb3-contrib's ``RecurrentPPO`` names.
+
+    So that an sb3-contrib (or rl-zoo3 ``ppo_lstm``) configuration runs as is: ``MlpLstmPolicy``
+    and the other ``*LstmPolicy`` names mean ntm-rl's policy with ``core="lstm"``, 256 units unless
+    ``lstm_hidden_size`` says otherwise (sb3-contrib's default); ``shared_lstm=True`` means
+    ``shared_core=True``. Two differences remain, by design: the LSTM core keeps ntm-rl's
+    initialisation (``chrono_init``; pass ``core_kwargs=dict(chrono_init=None)`` for PyTorch's, which
+    is sb3-contrib's), and a shared core also takes the value loss (sb3-contrib detaches it).
+    ``enable_critic_lstm=False`` (a critic without memory) has no ntm-rl equivalent: it becomes a
+    shared core, with a warning. Anything else is returned unchanged.
+    """
+    is_contrib_policy = isinstance(policy, str) and policy in SB3_CONTRIB_POLICIES
+    kwargs = dict(policy_kwargs or {})
+    contrib = {key: kwargs.pop(key) for key in SB3_CONTRIB_LSTM_KWARGS if key in kwargs}
+    if not is_contrib_policy and not contrib:
+        return policy, policy_kwargs
+    core = kwargs.get("core", "lstm")
+    if core != "lstm":
+        raise ValueError(f"sb3-contrib's LSTM names ({policy!r}, {sorted(contrib)}) mean core='lstm', but "
+                         f"policy_kwargs has core={core!r}; drop one of them.")  # fmt: skip
+    if contrib.get("n_lstm_layers", 1) != 1:
+        raise ValueError(f"n_lstm_layers={contrib['n_lstm_layers']!r}: ntm-rl's LSTM core has one layer; use "
+                         "n_lstm_layers=1 (or a larger lstm_hidden_size).")  # fmt: skip
+    if contrib.get("lstm_kwargs"):
+        raise ValueError(f"lstm_kwargs={contrib['lstm_kwargs']!r} has no ntm-rl equivalent; pass the LSTM core's "
+                         "own keywords as core_kwargs (hidden_size, chrono_init).")  # fmt: skip
+    core_kwargs = dict(kwargs.get("core_kwargs") or {})
+    core_kwargs.setdefault("hidden_size", contrib.get("lstm_hidden_size", 256))
+    shared = bool(contrib.get("shared_lstm", False))
+    if not shared and not contrib.get("enable_critic_lstm", True):
+        warnings.warn("enable_critic_lstm=False (a critic without memory) has no ntm-rl equivalent: the critic "
+                      "shares the actor's LSTM core instead (shared_core=True).", stacklevel=3)  # fmt: skip
+        shared = True
+    kwargs.update(core="lstm", core_kwargs=core_kwargs)
+    if "shared_lstm" in contrib or "enable_critic_lstm" in contrib:
+        kwargs["shared_core"] = shared
+    return SB3_CONTRIB_POLICIES.get(policy, policy) if is_contrib_policy else policy, kwargs
 
 
 def _check_observation_space(space: spaces.Space, where: str = "") -> None:

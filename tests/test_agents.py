@@ -473,3 +473,25 @@ def test_load_refuses_a_zip_of_the_other_algorithm(tmp_path):
     with pytest.raises(ValueError, match="was saved by RecurrentA2C; load it with RecurrentA2C.load"):
         RecurrentPPO.load(tmp_path / "a2c.zip")
     assert RecurrentA2C.load(tmp_path / "a2c.zip").n_steps > 0
+
+
+def test_sb3_contrib_policy_and_lstm_names_build_an_lstm_core(algo, tmp_path):
+    env = TorchVecEnvToSB3(RepeatFirst(2, length=6))
+    algorithm, options = ALGORITHMS[algo]
+    contrib_kwargs = dict(lstm_hidden_size=12, enable_critic_lstm=True, ortho_init=False, net_arch=dict(pi=[8], vf=[8]))
+    model = algorithm("MlpLstmPolicy", env, policy_kwargs=contrib_kwargs, **options)
+    policy = model.policy
+    assert policy.core_name == "lstm" and policy.core.hidden_size == 12 and policy.critic_core is not None
+    assert not policy.ortho_init and policy.net_arch == dict(pi=[8], vf=[8])
+    model.learn(32)
+    model.save(tmp_path / "model")
+    assert type(model).load(tmp_path / "model.zip").policy.core.hidden_size == 12
+    assert algorithm("MlpLstmPolicy", env, **options).policy.core.hidden_size == 256  # sb3-contrib's default
+    assert algorithm("MlpPolicy", env, policy_kwargs=dict(shared_lstm=True), **options).policy.critic_core is None
+    with pytest.warns(UserWarning, match="enable_critic_lstm=False"):
+        model = algorithm("MlpLstmPolicy", env, policy_kwargs=dict(enable_critic_lstm=False), **options)
+    assert model.policy.critic_core is None
+    with pytest.raises(ValueError, match="n_lstm_layers=2"):
+        algorithm("MlpLstmPolicy", env, policy_kwargs=dict(n_lstm_layers=2), **options)
+    with pytest.raises(ValueError, match="core='gru'"):
+        algorithm("MlpLstmPolicy", env, policy_kwargs=dict(core="gru"), **options)
