@@ -2,10 +2,11 @@
 
 Recurrent PPO and A2C differ only in their update. Both collect rollouts here:
 
-- observations become tensors once per step, and an env that lives on the device (a
+- observations become tensors once per step; an env that lives on the device (a
   :class:`~ntm_rl.vec.TorchVecEnv` behind ``TorchVecEnvToSB3``) is stepped directly, with no numpy
-  in the loop (but a copy of each step's ``dones`` for callbacks, when there are any, as SB3's
-  callbacks read them as numpy);
+  in the loop, and any other SB3 ``VecEnv`` through numpy. Each kind has its step function
+  (``_step_device_env``, ``_step_sb3_env``), and both return one :class:`EnvStep`; the numpy view
+  that SB3 callbacks read is made on the device path only when a callback may read it;
 - the buffer keeps the policy's recurrent state only where a training sequence starts, and the
   update unrolls whole sequences of ``sequence_length`` steps from those states;
 - a truncated episode bootstraps from the value of its terminal observation, computed with the
@@ -42,7 +43,7 @@ from ntm_rl.policies import (
     from_sb3_contrib_names,
 )
 from ntm_rl.serialization import add_description, safe_custom_objects
-from ntm_rl.vec import TorchVecEnvToSB3
+from ntm_rl.vec import TorchVecEnv, TorchVecEnvToSB3, VecStep
 from ntm_rl.vec.adapters import sb3_infos
 
 
@@ -53,6 +54,23 @@ class RolloutStep(NamedTuple):
 
     state: ActorCriticState
     episode_starts: torch.Tensor
+
+
+class EnvStep(NamedTuple):
+    """One step of every env, as a rollout uses it, whichever kind of env made it."""
+
+    observation: torch.Tensor | dict[str, torch.Tensor]
+    """``[n_envs, ...]`` next observations (a new episode's first where ``episode_start``)."""
+    reward: torch.Tensor
+    """``[n_envs]`` float rewards."""
+    episode_start: torch.Tensor
+    """``[n_envs]`` bool: the episode ended with this step and ``observation`` begins the next."""
+    truncated_values: torch.Tensor | None
+    """``[n_envs]`` values of truncated episodes' terminal observations (0 elsewhere) to bootstrap
+    from, or ``None`` when no episode was truncated."""
+    sb3_locals: dict[str, Any]
+    """The step as SB3 callbacks read it (numpy ``new_obs``, ``rewards``, ``actions``, ``dones``,
+    ``infos``), or ``{}`` when no callback reads them."""
 
 
 class NonFiniteError(RuntimeError):
@@ -144,6 +162,7 @@ class RecurrentOnPolicyAlgorithm(OnPolicyAlgorithm):
         self._last_state: ActorCriticState | None = None
         self._episode_returns: torch.Tensor | None = None  # of the episodes running in a device env
         self._episode_lengths: torch.Tensor | None = None
+        self._finished_episodes: list[torch.Tensor] = []  # [2, n_envs] per step: returns (NaN: running), lengths
 
     def _setup_model(self) -> None:
         self._setup_lr_schedule()
@@ -159,7 +178,8 @@ class RecurrentOnPolicyAlgorithm(OnPolicyAlgorithm):
     def _excluded_save_params(self) -> list[str]:
         # The rollout's recurrent state and last observations are transient, like the env.
         return [*super()._excluded_save_params(), "_last_state", "_last_obs", "_last_original_obs",
-                "_last_episode_starts", "_episode_returns", "_episode_lengths", "last_step", "rollout_episodes"]  # fmt: skip
+                "_last_episode_starts", "_episode_returns", "_episode_lengths", "_finished_episodes", "last_step",
+                "rollout_episodes"]  # fmt: skip
 
     def save(self, path: str | pathlib.Path | io.BufferedIOBase, exclude: Iterable[str] | None = None,
              include: Iterable[str] | None = None) -> None:  # fmt: skip
@@ -254,86 +274,117 @@ class RecurrentOnPolicyAlgorithm(OnPolicyAlgorithm):
         rollout_buffer.reset()
         callback.on_rollout_start()
         device_env = env.env if isinstance(env, TorchVecEnvToSB3) else None  # stepped without numpy
+        # SB3 callbacks read a step's new_obs, rewards, actions, dones and infos as numpy: for a device
+        # env that is a host copy (on a GPU, a sync) per step, made only when a callback may read them.
+        reads_locals = device_env is not None and _reads_step_locals(callback)
+        self._finished_episodes = []
         obs = self._to_tensor(self._last_obs)
-        starts = torch.as_tensor(self._last_episode_starts, device=self.device).bool()
+        episode_starts = torch.as_tensor(self._last_episode_starts, device=self.device).bool()
         state = self._last_state
         bounds = None  # Box actions are clipped to the space before the env sees them
         if isinstance(self.action_space, spaces.Box):
             bounds = [torch.as_tensor(b, device=self.device) for b in (self.action_space.low, self.action_space.high)]
-        episode_returns, episode_lengths = self._episode_returns, self._episode_lengths  # a device env's
-        if device_env is not None:
-            finished: list[torch.Tensor] = []
-            # SB3 callbacks read a step's new_obs, rewards, actions, dones and infos as numpy: for a
-            # device env that is a host copy (on a GPU, a sync) per step, made only when a callback
-            # that may read them is attached.
-            reads_locals = _reads_step_locals(callback)
         for _ in range(n_rollout_steps):
-            with torch.no_grad():
-                try:
-                    actions, values, log_probs, next_state = self.policy(obs, state, starts)
-                except (ValueError, RuntimeError):  # a distribution refused NaN parameters: name the input's
-                    one_step = {k: v[None] for k, v in obs.items()} if isinstance(obs, dict) else obs[None]
-                    for what, field in _observation_fields(one_step):
-                        if (found := _first_nonfinite(field)) is not None:
-                            raise NonFiniteError(f"non-finite {what} from env {found[1]} at {self.num_timesteps} "
-                                                 "env steps; fix the env, or clip what it returns.") from None  # fmt: skip
-                    raise
+            actions, values, log_probs, next_state = self._act(obs, state, episode_starts)
             env_actions = actions if bounds is None else torch.clamp(actions, *bounds)
             if device_env is not None:
-                # The copies are no-ops where env and policy share a device, the fast case; an env
-                # elsewhere (say a CPU env beside a CUDA policy, as device="auto" picks) still works.
-                step = device_env.step(env_actions.to(device_env.device))
-                new_obs, final_obs = step.observation.to(self.device), step.final_observation.to(self.device)
-                rewards, dones = step.reward.to(self.device, copy=True), step.episode_start.to(self.device)
-                truncated = step.truncated.to(self.device)
-                episode_returns += rewards
-                episode_lengths += 1
-                finished.append(torch.stack([torch.where(dones, episode_returns, torch.nan), episode_lengths]))
-                episode_returns = torch.where(dones, 0.0, episode_returns)
-                episode_lengths = torch.where(dones, 0.0, episode_lengths)
-                step_locals = self._device_step_locals(step, env_actions, finished[-1]) if reads_locals else {}
+                step = self._step_device_env(device_env, env_actions, next_state, reads_locals)
             else:
-                actions_np = env_actions.cpu().numpy()
-                new_obs_np, rewards_np, dones_np, infos = env.step(actions_np)
-                step_locals = {"new_obs": new_obs_np, "rewards": rewards_np, "actions": actions_np, "dones": dones_np}
-                self._update_info_buffer(infos, dones_np)
-                new_obs, rewards = self._to_tensor(new_obs_np), torch.as_tensor(rewards_np, device=self.device).float()
-                dones = torch.as_tensor(dones_np, device=self.device)
-                truncated_np = np.array([bool(info.get("TimeLimit.truncated", False)) for info in infos])
-                truncated = torch.as_tensor(truncated_np & dones_np, device=self.device)
-                final_obs = infos
+                step = self._step_sb3_env(env, env_actions, next_state)
             self.num_timesteps += env.num_envs
-            self.last_step = RolloutStep(next_state, starts)
-            callback.update_locals(locals() | step_locals)
+            self.last_step = RolloutStep(next_state, episode_starts)
+            callback.update_locals(locals() | step.sb3_locals)
             if not callback.on_step():
                 # Stopped mid-rollout: keep where the envs are, so that a later learn() goes on from there.
-                self._keep_position(new_obs, dones, next_state, episode_returns, episode_lengths)
+                self._keep_position(step.observation, step.episode_start, next_state)
                 return False
-            # Checking for truncations costs nothing on the CPU but a host sync per step on a GPU,
-            # where a device env's terminal values are computed for every env and masked instead.
-            if (device_env is not None and self.device.type != "cpu") or bool(truncated.any()):
-                rewards = rewards + self.gamma * self._terminal_values(truncated, final_obs, next_state)
-            rollout_buffer.add(obs, actions, rewards, starts, values, log_probs, state)
-            obs, starts, state = new_obs, dones, next_state
+            rewards = step.reward if step.truncated_values is None else step.reward + self.gamma * step.truncated_values
+            rollout_buffer.add(obs, actions, rewards, episode_starts, values, log_probs, state)
+            obs, episode_starts, state = step.observation, step.episode_start, next_state
 
         self._check_rollout_finite(rollout_buffer)
         with torch.no_grad():
-            last_values = self.policy.predict_values(obs, state, starts)
-        rollout_buffer.compute_returns_and_advantage(last_values, starts)
-        self._keep_position(obs, starts, state, episode_returns, episode_lengths)
-        episodes: list[dict[str, float]] = []  # a device env's finished episodes
-        if device_env is not None:
-            stats = torch.stack(finished, dim=2).cpu().numpy()  # [2, B, T], one host copy per rollout
-            episodes = [
+            last_values = self.policy.predict_values(obs, state, episode_starts)
+        rollout_buffer.compute_returns_and_advantage(last_values, episode_starts)
+        self._keep_position(obs, episode_starts, state)
+        self.rollout_episodes = []  # a device env's finished episodes
+        if self._finished_episodes:
+            stats = torch.stack(self._finished_episodes, dim=2).cpu().numpy()  # [2, B, T], one host copy per rollout
+            self.rollout_episodes = [
                 {"r": float(r), "l": int(n)} for r, n in stats.transpose(2, 1, 0).reshape(-1, 2) if not np.isnan(r)
             ]
-            self.ep_info_buffer.extend(episodes)
-        self.rollout_episodes = episodes
+            self.ep_info_buffer.extend(self.rollout_episodes)
         callback.update_locals(locals())
         callback.on_rollout_end()
         return True
 
-    def _device_step_locals(self, step: Any, actions: torch.Tensor, finished: torch.Tensor) -> dict[str, Any]:
+    def _act(
+        self, obs: torch.Tensor | dict[str, torch.Tensor], state: ActorCriticState, episode_starts: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, ActorCriticState]:
+        """The policy's step in a rollout: actions, values, log-probabilities, next state. A
+        distribution that refuses NaN parameters is reported as the observation that caused them."""
+        with torch.no_grad():
+            try:
+                return self.policy(obs, state, episode_starts)
+            except (ValueError, RuntimeError):
+                one_step = {k: v[None] for k, v in obs.items()} if isinstance(obs, dict) else obs[None]
+                for what, field in _observation_fields(one_step):
+                    if (found := _first_nonfinite(field)) is not None:
+                        raise NonFiniteError(f"non-finite {what} from env {found[1]} at {self.num_timesteps} "
+                                             "env steps; fix the env, or clip what it returns.") from None  # fmt: skip
+                raise
+
+    def _step_device_env(
+        self, env: TorchVecEnv, actions: torch.Tensor, state: ActorCriticState, reads_locals: bool
+    ) -> EnvStep:
+        """Step an env that lives on a device, without numpy (but for ``sb3_locals`` when
+        ``reads_locals``), keeping its episodes' returns and lengths, which SB3 reads from a Monitor."""
+        # The copies are no-ops where env and policy share a device, the fast case; an env elsewhere
+        # (say a CPU env beside a CUDA policy, as device="auto" picks) still works.
+        result = env.step(actions.to(env.device))
+        reward = result.reward.to(self.device, copy=True)
+        episode_start, truncated = result.episode_start.to(self.device), result.truncated.to(self.device)
+        self._episode_returns += reward
+        self._episode_lengths += 1
+        finished = torch.stack([torch.where(episode_start, self._episode_returns, torch.nan), self._episode_lengths])
+        self._finished_episodes.append(finished)
+        self._episode_returns = torch.where(episode_start, 0.0, self._episode_returns)
+        self._episode_lengths = torch.where(episode_start, 0.0, self._episode_lengths)
+        # Checking for truncations costs nothing on the CPU, but a host sync per step on a GPU, where
+        # every env's terminal value is computed and masked instead.
+        truncated_values = None
+        if self.device.type != "cpu" or bool(truncated.any()):
+            no_reset = torch.zeros_like(episode_start)
+            with torch.no_grad():
+                terminal_values = self.policy.predict_values(result.final_observation.to(self.device), state, no_reset)
+            truncated_values = terminal_values * truncated
+        sb3_locals = self._device_step_locals(result, actions, finished) if reads_locals else {}
+        return EnvStep(result.observation.to(self.device), reward, episode_start, truncated_values, sb3_locals)
+
+    def _step_sb3_env(self, env: VecEnv, actions: torch.Tensor, state: ActorCriticState) -> EnvStep:
+        """Step an SB3 ``VecEnv`` through numpy, as SB3's own rollouts do."""
+        actions_np = actions.cpu().numpy()
+        new_obs, rewards, dones, infos = env.step(actions_np)
+        self._update_info_buffer(infos, dones)
+        truncated = dones & np.array([bool(info.get("TimeLimit.truncated", False)) for info in infos])
+        truncated_values = None
+        if truncated.any():  # SB3 infos hold the terminal observations of the truncated envs, in numpy
+            index = np.flatnonzero(truncated)
+            picked = [infos[i]["terminal_observation"] for i in index]
+            stacked = {k: np.stack([p[k] for p in picked]) for k in picked[0]} if isinstance(picked[0], dict) else \
+                np.stack(picked)  # fmt: skip
+            index_tensor = torch.as_tensor(index, device=self.device)
+            no_reset = torch.zeros(len(index), dtype=torch.bool, device=self.device)
+            with torch.no_grad():
+                values = self.policy.predict_values(
+                    self._to_tensor(stacked), index_state(state, index_tensor), no_reset
+                )
+            truncated_values = torch.zeros(self.n_envs, device=self.device).index_put((index_tensor,), values)
+        sb3_locals = {"new_obs": new_obs, "rewards": rewards, "actions": actions_np, "dones": dones, "infos": infos}
+        return EnvStep(self._to_tensor(new_obs), torch.as_tensor(rewards, device=self.device).float(),
+                       torch.as_tensor(dones, device=self.device), truncated_values, sb3_locals)  # fmt: skip
+
+    def _device_step_locals(self, step: VecStep, actions: torch.Tensor, finished: torch.Tensor) -> dict[str, Any]:
         """A device env's step as SB3 gives it to callbacks: numpy arrays, and ``infos`` with the
         finished episodes' records (``finished``: ``[2, B]`` returns, NaN where running, and lengths)."""
         dones = step.episode_start.cpu().numpy()
@@ -344,30 +395,9 @@ class RecurrentOnPolicyAlgorithm(OnPolicyAlgorithm):
         return {"new_obs": step.observation.cpu().numpy(), "rewards": step.reward.float().cpu().numpy(),
                 "actions": actions.cpu().numpy(), "dones": dones, "infos": infos}  # fmt: skip
 
-    def _keep_position(
-        self, obs: Any, starts: torch.Tensor, state: ActorCriticState, episode_returns: torch.Tensor,
-        episode_lengths: torch.Tensor,
-    ) -> None:  # fmt: skip
-        """Where the envs are now (observation, episode starts, recurrent state, running episodes)."""
-        self._last_obs, self._last_episode_starts, self._last_state = obs, starts.cpu().numpy(), state
-        self._episode_returns, self._episode_lengths = episode_returns, episode_lengths
-
-    def _terminal_values(self, truncated: torch.Tensor, final_obs: Any, state: ActorCriticState) -> torch.Tensor:
-        """Values of truncated envs' terminal observations (0 elsewhere), with their current state."""
-        no_reset = torch.zeros(self.n_envs, dtype=torch.bool, device=self.device)
-        if not isinstance(final_obs, list):  # a device env: every env at once, masked, no host sync
-            with torch.no_grad():
-                return self.policy.predict_values(final_obs, state, no_reset) * truncated
-        # SB3 infos hold the terminal observations of the truncated envs, in numpy.
-        index = np.flatnonzero(truncated.cpu().numpy())
-        picked = [final_obs[i]["terminal_observation"] for i in index]
-        stacked = {k: np.stack([p[k] for p in picked]) for k in picked[0]} if isinstance(picked[0], dict) else \
-            np.stack(picked)  # fmt: skip
-        index_tensor = torch.as_tensor(index, device=self.device)
-        with torch.no_grad():
-            values = self.policy.predict_values(self._to_tensor(stacked), index_state(state, index_tensor),
-                                                no_reset[: len(index)])  # fmt: skip
-        return torch.zeros(self.n_envs, device=self.device).index_put((index_tensor,), values)
+    def _keep_position(self, obs: Any, episode_starts: torch.Tensor, state: ActorCriticState) -> None:
+        """Where the envs are now (observation, episode starts, recurrent state), for the next rollout."""
+        self._last_obs, self._last_episode_starts, self._last_state = obs, episode_starts.cpu().numpy(), state
 
 
 def _observation_fields(observations: torch.Tensor | dict[str, torch.Tensor]) -> list[tuple[str, torch.Tensor]]:

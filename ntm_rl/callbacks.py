@@ -140,7 +140,7 @@ class MemoryMetrics(BaseCallback):
         self.freq, self.max_envs = freq, max_envs
         self._next, self._active = 0, False
         self._weights: list[torch.Tensor] = []
-        self._starts: list[torch.Tensor] = []
+        self._episode_starts: list[torch.Tensor] = []
 
     def _on_training_start(self) -> None:
         self._core = self.model.policy.core if isinstance(self.model.policy.core, NTMCore) else None
@@ -151,22 +151,22 @@ class MemoryMetrics(BaseCallback):
         if self._active:
             self._next = self.num_timesteps + self.freq
         self._weights.clear()
-        self._starts.clear()
+        self._episode_starts.clear()
 
     def _on_step(self) -> bool:
         if self._active:
             step = self.model.last_step  # the state holds the step's read and write weightings
             self._weights.append(step.state.actor.weights[: self.max_envs])
-            self._starts.append(step.episode_starts[: self.max_envs])
+            self._episode_starts.append(step.episode_starts[: self.max_envs])
         return True
 
     def _on_rollout_end(self) -> None:
         if not self._active or not self._weights:
             return
         weights = torch.stack(self._weights).cpu().numpy()  # [T, B, R + W, N]: one host copy
-        starts = torch.stack(self._starts).cpu().numpy()
+        episode_starts = torch.stack(self._episode_starts).cpu().numpy()
         reads = self._core.num_read_heads
-        for name, value in memory_metrics(weights[:, :, :reads], weights[:, :, reads:], starts).items():
+        for name, value in memory_metrics(weights[:, :, :reads], weights[:, :, reads:], episode_starts).items():
             if np.isfinite(value):
                 self.logger.record(f"memory/{name}", value)
         self._active = False

@@ -73,9 +73,9 @@ class EpisodeTrace:
 
     def metrics(self) -> dict[str, float]:
         """:func:`~ntm_rl.inspect.metrics.memory_metrics` of this episode, plus its return and length."""
-        starts = np.zeros((len(self.rewards), 1), dtype=bool)
-        starts[0] = True
-        result = memory_metrics(self.read_weights[:, None], self.write_weights[:, None], starts)
+        episode_starts = np.zeros((len(self.rewards), 1), dtype=bool)
+        episode_starts[0] = True
+        result = memory_metrics(self.read_weights[:, None], self.write_weights[:, None], episode_starts)
         return {"return": float(self.rewards.sum()), "length": len(self.rewards), **result}
 
     def save(self, path: str | Path) -> None:
@@ -97,18 +97,18 @@ def record_episodes(model: BaseAlgorithm, env: VecEnv, episodes: int, determinis
     normalizer = env if isinstance(env, VecNormalize) else None
     traces: list[EpisodeTrace] = []
     obs = env.reset()
-    state, starts = None, np.ones(env.num_envs, dtype=bool)
+    state, episode_starts = None, np.ones(env.num_envs, dtype=bool)
     with Recorder(model.policy.core, max_envs=1) as recorder:
         while len(traces) < episodes:
             recorder.steps.clear()
             seen, actions, rewards = [], [], []
             while True:
                 seen.append(_first_env(normalizer.get_original_obs() if normalizer else obs))
-                action, state = model.policy.predict(obs, state, starts, deterministic)
+                action, state = model.policy.predict(obs, state, episode_starts, deterministic)
                 obs, reward, dones, _ = env.step(action)
                 actions.append(action[0])
                 rewards.append((normalizer.get_original_reward() if normalizer else reward)[0])
-                starts = dones
+                episode_starts = dones
                 if dones[0]:
                     break
             heads = recorder.stacked()
