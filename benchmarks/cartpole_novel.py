@@ -31,10 +31,10 @@ import numpy as np
 import torch
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.evaluation import evaluate_policy
+from stable_baselines3.common.utils import LinearSchedule
 from stable_baselines3.common.vec_env import VecMonitor, VecNormalize
 
 from ntm_rl.agents import RecurrentPPO
-from ntm_rl.config import LinearSchedule
 from ntm_rl.envs import CartPole
 from ntm_rl.vec import TorchVecEnvToSB3
 
@@ -95,7 +95,7 @@ def run_ours(core: str, seed: int, args: argparse.Namespace) -> dict:
     model = RecurrentPPO(
         "MlpPolicy", env, n_steps=settings["n_steps"], batch_size=settings["batch_size"],
         sequence_length=settings["sequence_length"], n_epochs=args.n_epochs, gamma=0.99, gae_lambda=0.95,
-        learning_rate=LinearSchedule(settings["learning_rate"]), clip_range=LinearSchedule(0.2), seed=seed,
+        learning_rate=LinearSchedule(settings["learning_rate"], 0.0, 1.0), clip_range=LinearSchedule(0.2, 0.0, 1.0), seed=seed,
         policy_kwargs=dict(core=core, core_kwargs=settings["core_kwargs"], net_arch=dict(pi=[64], vf=[64]),
                            activation_fn=torch.nn.ReLU, ortho_init=False, shared_core=True),
     )  # fmt: skip

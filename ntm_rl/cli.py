@@ -7,7 +7,8 @@
     ntm-rl list
 
 ``--gym-packages PKG ...`` (train, eval, inspect) imports packages that register gymnasium envs
-first, as rl-zoo3's flag does, so that a config's ``env.id`` can name their ids.
+first, as rl-zoo3's flag does, so that a config's ``env.id`` can name their ids; a config's
+``env.packages`` does the same when it is trained (a run directory's only with the flag).
 
 A mistake the user can fix (an unknown key, a wrong type, a missing file, an unknown env id, CUDA
 where there is none) prints one line, ``ntm-rl: error: ...``, and exits with code 2.
@@ -16,7 +17,6 @@ where there is none) prints one line, ``ntm-rl: error: ...``, and exits with cod
 from __future__ import annotations
 
 import argparse
-import importlib
 import inspect
 import json
 import logging
@@ -24,6 +24,7 @@ import sys
 from pathlib import Path
 
 from ntm_rl.config import ConfigError
+from ntm_rl.registry import import_gym_packages
 
 SHIPPED_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -84,8 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     from ntm_rl.agents import NonFiniteError
 
     try:
-        for package in getattr(args, "gym_packages", []):
-            _import_gym_package(package)
+        import_gym_packages(getattr(args, "gym_packages", []), "--gym-packages")
         {"train": _train, "eval": _eval, "inspect": _inspect, "list": _list}[args.command](args)
     except (ConfigError, NonFiniteError, OSError) as error:  # OSError: a path that cannot be read or written
         sys.stderr.write(f"ntm-rl: error: {error}\n")
@@ -96,14 +96,6 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 130
     return 0
-
-
-def _import_gym_package(name: str) -> None:
-    """Import a package named by ``--gym-packages`` (importing it registers its envs)."""
-    try:
-        importlib.import_module(name)
-    except ImportError as error:
-        raise ConfigError(f"--gym-packages {name}: {error}; install the package or fix its name.") from None
 
 
 def _positive(name: str, value: int | None) -> None:
@@ -160,7 +152,7 @@ def _inspect(args: argparse.Namespace) -> None:
 
 def _list(args: argparse.Namespace) -> None:
     from ntm_rl.cores import CORES
-    from ntm_rl.experiment import ALGORITHMS, ATARI_ID, TORCH_ENVS, env_class
+    from ntm_rl.registry import ALGORITHMS, ATARI_ID, TORCH_ENVS, env_class
 
     print("environments (any registered gymnasium id works too):")
     for env_id in [*TORCH_ENVS, ATARI_ID]:

@@ -20,7 +20,6 @@ key, the value and the fix (with the nearest valid name for a misspelt key).
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import inspect
 import math
 import operator
@@ -33,14 +32,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import torch
 import yaml
-from torch import nn
+from stable_baselines3.common.utils import LinearSchedule
 
-ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU, "leaky_relu": nn.LeakyReLU}
-"""``policy_kwargs.activation_fn`` by name."""
+from ntm_rl.checks import ConfigError, did_you_mean
+from ntm_rl.cores import CORES
+from ntm_rl.policies import RecurrentActorCriticPolicy
+from ntm_rl.registry import ALGORITHMS, env_class, import_gym_packages, parse_device
+from ntm_rl.serialization import ACTIVATIONS
 
 SCHEDULE_KEYS = ("learning_rate", "clip_range", "clip_range_vf")
+"""Algorithm keywords that take a number or ``"lin_<start>"`` (linear decay to 0, as rl-zoo3)."""
 
 
 MAX_CONFIG_BYTES = 1 << 20
@@ -90,13 +92,6 @@ def _short(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else f"{text[: limit - 5]}...{text[-2:]}"
 
 
-"""Algorithm keywords that take a number or ``"lin_<start>"`` (linear decay to 0, as rl-zoo3)."""
-
-
-class ConfigError(ValueError):
-    """A mistake in a config, an override or a command-line argument that the user can fix."""
-
-
 @dataclass
 class EnvConfig:
     """The training environment.
@@ -110,6 +105,10 @@ class EnvConfig:
         first, as rl-zoo3's ``env_wrapper``: a name, or ``{name: {keyword: value}}``. Names are
         ntm-rl's (``HideEntries``, ``GaussianNoise``, ``Flicker``, ``PreviousActionReward``) or
         the ``gymnasium.wrappers`` listed in ``ntm_rl.envs.wrappers.GYMNASIUM_WRAPPERS``.
+    :param packages: installed modules imported before the env is made, so that the gymnasium ids
+        they register work as ``id`` (as rl-zoo3's ``--gym-packages``). Imported when a config is
+        trained; when a run directory is read (``eval``, ``inspect``, ``--resume``), only if
+        ``--gym-packages`` names them too.
     """
 
     id: str
@@ -117,6 +116,7 @@ class EnvConfig:
     n_envs: int = 8
     normalize: bool = False
     wrappers: list[Any] = field(default_factory=list)
+    packages: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -169,8 +169,12 @@ class ExperimentConfig:
         return dataclasses.asdict(self)
 
 
-def load_config(path: str | Path, overrides: Iterable[str] = ()) -> ExperimentConfig:
-    """Read a YAML config, apply ``key=value`` overrides, and validate the result."""
+def load_config(path: str | Path, overrides: Iterable[str] = (), import_packages: bool = True) -> ExperimentConfig:
+    """Read a YAML config, apply ``key=value`` overrides, and validate the result.
+
+    :param import_packages: import the config's ``env.packages``; ``False`` (a run directory's
+        config) refuses those not imported already (see :func:`~ntm_rl.registry.import_gym_packages`).
+    """
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} does not exist; give the path of a YAML file (see configs/).")
@@ -189,13 +193,13 @@ def load_config(path: str | Path, overrides: Iterable[str] = ()) -> ExperimentCo
         raise ConfigError(f"{path} must hold a mapping of config keys, got {type(data).__name__}.")
     for override in overrides:
         apply_override(data, override)
-    return config_from_dict(data)
+    return config_from_dict(data, import_packages)
 
 
-def config_from_dict(data: dict[str, Any]) -> ExperimentConfig:
+def config_from_dict(data: dict[str, Any], import_packages: bool = True) -> ExperimentConfig:
     """Build and validate an :class:`ExperimentConfig` from plain data (a parsed YAML file)."""
     config = _build(ExperimentConfig, data, "")
-    validate(config)
+    validate(config, import_packages)
     return config
 
 
@@ -216,11 +220,6 @@ def apply_override(data: dict[str, Any], override: str) -> None:
             raise ConfigError(f"override {override!r}: {'.'.join(parents[: depth + 1])} is not a section.")
         node = child
     node[leaf] = value
-
-
-def did_you_mean(name: str, options: Iterable[str]) -> str:
-    match = difflib.get_close_matches(name, list(options), n=1, cutoff=0.5)
-    return f" (did you mean {match[0]!r}?)" if match else ""
 
 
 def _unknown(key: str, options: Iterable[str]) -> ConfigError:
@@ -321,27 +320,13 @@ def parse_schedule(key: str, value: Any) -> float | Callable[[float], float]:
         except ValueError:
             pass
         else:
-            return LinearSchedule(start)
+            return LinearSchedule(start, 0.0, 1.0)
     raise ConfigError(f"algo_kwargs.{key} must be a number or 'lin_<start>' (e.g. 'lin_1e-3'), got {value!r}.")
 
 
-@dataclass(frozen=True)
-class LinearSchedule:
-    """SB3 schedule falling linearly from ``start`` to 0 as ``progress_remaining`` goes 1 -> 0."""
-
-    start: float
-
-    def __call__(self, progress_remaining: float) -> float:
-        return progress_remaining * self.start
-
-
-def validate(config: ExperimentConfig) -> None:
-    """Check the keyword sections and cross-field rules; raise :class:`ConfigError` on the first mistake."""
-    # The classes the keyword sections go to; imported here, as the experiment module imports this one.
-    from ntm_rl.cores import CORES
-    from ntm_rl.experiment import ALGORITHMS, env_class
-    from ntm_rl.policies import RecurrentActorCriticPolicy
-
+def validate(config: ExperimentConfig, import_packages: bool = True) -> None:
+    """Check the keyword sections and cross-field rules; raise :class:`ConfigError` on the first mistake.
+    The config's ``env.packages`` are imported first (or, without ``import_packages``, must be)."""
     if not (isinstance(config.name, str) and RUN_NAME.fullmatch(config.name)):
         raise ConfigError(f"name must be one path component of letters, digits, '.', '_' and '-' (at most 100, "
                           f"not starting with '.' or '-'): it names the run directory; got {_short(config.name)}.")  # fmt: skip
@@ -358,6 +343,7 @@ def validate(config: ExperimentConfig) -> None:
     if config.logging.log_interval < 1:
         raise ConfigError(f"logging.log_interval must be at least 1, got {config.logging.log_interval}.")
 
+    import_gym_packages(config.env.packages, "env.packages", import_packages)
     target = env_class(config.env.id)  # raises ConfigError with the nearest id
     if target is not None:
         # The command sets these: the batch size, the device, and training vs evaluation mode (Atari).
@@ -380,14 +366,7 @@ def validate(config: ExperimentConfig) -> None:
             parse_schedule(key, config.algo_kwargs[key])
     _check_ranges(config)
     _check_memory(config)
-
-    if config.device != "auto":  # whether this machine has the device is checked where it is used
-        try:
-            kind = torch.device(config.device).type
-        except RuntimeError:
-            kind = None
-        if kind not in ("cpu", "cuda"):
-            raise ConfigError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {config.device!r}.")
+    parse_device(config.device)  # whether this machine has the device is checked where it is used
 
 
 RUN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}")
@@ -436,8 +415,6 @@ def _check_ranges(config: ExperimentConfig) -> None:
 def estimated_bytes(config: ExperimentConfig) -> int:
     """A lower bound on the memory a run needs for its cores' states: those stored in the rollout
     buffer and those kept for the backward pass of one minibatch (observations not counted)."""
-    from ntm_rl.cores import CORES
-
     defaults = {name: p.default for name, p in inspect.signature(CORES[config.core]).parameters.items()}
     kwargs = defaults | config.core_kwargs
     if config.core == "ntm":

@@ -23,51 +23,21 @@ from stable_baselines3.common.logger import CSVOutputFormat, Logger, TensorBoard
 from stable_baselines3.common.preprocessing import is_image_space
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecMonitor, VecNormalize
 
-from ntm_rl.agents import RecurrentA2C, RecurrentPPO
 from ntm_rl.agents.on_policy import RecurrentOnPolicyAlgorithm
 from ntm_rl.callbacks import DeviceEnvMonitor, MemoryMetrics, PeriodicSave, ProgressBar
-from ntm_rl.config import (
-    ACTIVATIONS,
-    SCHEDULE_KEYS,
-    ConfigError,
-    ExperimentConfig,
-    did_you_mean,
-    env_wrappers,
-    parse_schedule,
-)
+from ntm_rl.config import SCHEDULE_KEYS, ConfigError, ExperimentConfig, env_wrappers, parse_schedule
 from ntm_rl.cores import NTMCore
-from ntm_rl.envs import CLASSIC_CONTROL, PROBES
 from ntm_rl.inspect import plot_heads, plot_weightings, record_episodes
+from ntm_rl.registry import ALGORITHMS, ATARI_ID, env_class, resolve_device
 from ntm_rl.runs import RESUMABLE_KEYS, DamagedError, RunDirectory, RunLock, changed_keys, read_manifest
-from ntm_rl.serialization import load_npz, normalizer_arrays, restore_normalizer, restore_rng
+from ntm_rl.serialization import ACTIVATIONS, load_npz, normalizer_arrays, restore_normalizer, restore_rng
 from ntm_rl.tracking import WandbOutputFormat, finish_wandb, log_to_wandb, start_wandb
 from ntm_rl.vec import TorchVecEnvToSB3
 
 logger = logging.getLogger(__name__)
 
-ALGORITHMS: dict[str, type[RecurrentOnPolicyAlgorithm]] = {"ppo": RecurrentPPO, "a2c": RecurrentA2C}
-TORCH_ENVS = {f"ntm_rl/{name}-v0": env_class for name, env_class in (PROBES | CLASSIC_CONTROL).items()}
-ATARI_ID = "ntm_rl/Atari-v0"
-
 
 # --------------------------------------------------------------------------- environments
-def env_class(env_id: str) -> type | None:
-    """The class a config's ``env.kwargs`` go to: a batched ntm-rl env, ``AtariVecEnv``, or
-    ``None`` for another gymnasium id (made with ``gym.make``)."""
-    if env_id in TORCH_ENVS:
-        return TORCH_ENVS[env_id]
-    if env_id == ATARI_ID:
-        from ntm_rl.envs.atari import AtariVecEnv
-
-        return AtariVecEnv
-    if env_id in gym.registry:
-        return None
-    raise ConfigError(
-        f"unknown env id {env_id!r}{did_you_mean(env_id, gym.registry)}; `ntm-rl list` shows the ntm-rl ids, "
-        "and --gym-packages PKG imports a package that registers others."
-    )
-
-
 def make_env(config: ExperimentConfig, n_envs: int, device: torch.device | str = "cpu", training: bool = True,
              monitor_file: Path | None = None) -> VecEnv:  # fmt: skip
     """``n_envs`` envs of ``config.env`` as an SB3 ``VecEnv``, with ``VecNormalize`` if the config asks.
@@ -102,24 +72,6 @@ def make_env(config: ExperimentConfig, n_envs: int, device: torch.device | str =
         warnings.filterwarnings("ignore", message="The environment is already wrapped with a `Monitor`")
         env = VecMonitor(env, filename=None if monitor_file is None else str(monitor_file))
     return VecNormalize(env, training=training, norm_reward=training) if config.env.normalize else env
-
-
-def resolve_device(device: str) -> torch.device:
-    """The device a config names; ``"auto"`` is CUDA when there is one, else the CPU."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        parsed = torch.device(device)
-    except RuntimeError:
-        raise ConfigError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {device!r}.") from None
-    if parsed.type not in ("cpu", "cuda"):
-        raise ConfigError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {device!r}.")
-    if parsed.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} was asked for but CUDA is not available here; use device=cpu or auto.")
-    if parsed.type == "cuda" and parsed.index is not None and parsed.index >= torch.cuda.device_count():
-        raise ConfigError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s), "
-                          f"cuda:0 to cuda:{torch.cuda.device_count() - 1}.")  # fmt: skip
-    return parsed
 
 
 def make_model(config: ExperimentConfig, env: VecEnv, device: torch.device) -> RecurrentOnPolicyAlgorithm:

@@ -154,7 +154,7 @@ class RunDirectory:
 
     @property
     def config(self) -> ExperimentConfig:
-        return load_config(self.config_file)
+        return load_config(self.config_file, import_packages=False)  # see EnvConfig.packages
 
     def checkpoint_dir(self, steps: int) -> Path:
         return self.checkpoints / f"step_{steps}"

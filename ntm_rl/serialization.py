@@ -31,11 +31,12 @@ import torch
 from gymnasium import spaces
 from stable_baselines3.common.running_mean_std import RunningMeanStd
 from stable_baselines3.common.torch_layers import CombinedExtractor, FlattenExtractor, NatureCNN
-from stable_baselines3.common.utils import ConstantSchedule, FloatSchedule
+from stable_baselines3.common.utils import ConstantSchedule, FloatSchedule, LinearSchedule
 from stable_baselines3.common.vec_env import VecNormalize
 from torch import nn
 
-from ntm_rl.config import ACTIVATIONS, LinearSchedule
+ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU, "leaky_relu": nn.LeakyReLU}
+"""The activations a config names (``policy_kwargs.activation_fn``); saved models may name these too."""
 
 MODEL_DESCRIPTION = "ntm_rl.json"
 """The zip entry that describes the pickled entries of SB3's ``data`` as plain data."""
@@ -123,7 +124,8 @@ def describe(value: Any, policy_aliases: Mapping[str, type]) -> dict[str, Any] |
         if isinstance(inner, ConstantSchedule):
             return {"schedule": {"constant": float(inner.val), "float_schedule": wrapped}}
         if isinstance(inner, LinearSchedule):
-            return {"schedule": {"linear": inner.start, "float_schedule": wrapped}}
+            linear = {"linear": inner.start, "end": inner.end, "end_fraction": inner.end_fraction}
+            return {"schedule": linear | {"float_schedule": wrapped}}
         return None
     if isinstance(value, type):
         alias = next((name for name, cls in policy_aliases.items() if cls is value), None)
@@ -147,9 +149,12 @@ def rebuild(description: Mapping[str, Any], policy_aliases: Mapping[str, type]) 
     if kind == "space":
         return space_from_json(data)
     if kind == "schedule":
-        inner = (
-            ConstantSchedule(float(data["constant"])) if "constant" in data else LinearSchedule(float(data["linear"]))
-        )
+        if "constant" in data:
+            inner = ConstantSchedule(float(data["constant"]))
+        else:  # end and end_fraction: absent in files written before they were recorded, which decayed to 0
+            inner = LinearSchedule(
+                float(data["linear"]), float(data.get("end", 0.0)), float(data.get("end_fraction", 1.0))
+            )
         return FloatSchedule(inner) if data["float_schedule"] else inner
     if kind == "policy":
         if data not in policy_aliases:

@@ -9,6 +9,7 @@ import time
 import zipfile
 from pathlib import Path
 
+import gymnasium as gym
 import pytest
 import torch
 import yaml
@@ -288,7 +289,7 @@ def test_gym_packages_make_a_third_party_env_reachable(tmp_path, capsys, monkeyp
     config = write_config(tmp_path, env={"id": "ThirdParty/CartPole-v0", "n_envs": 2}, core="gru",
                           core_kwargs={"hidden_size": 8}, total_timesteps=64)  # fmt: skip
     code, _, err = run_cli(capsys, "train", str(config), "--runs-root", str(tmp_path / "runs"))
-    assert code == 2 and "--gym-packages PKG imports a package that registers others" in err
+    assert code == 2 and "env.packages (or --gym-packages) imports a package that registers others" in err
     code, _, err = run_cli(capsys, "train", str(config), "--runs-root", str(tmp_path / "runs"),
                            "--gym-packages", "third_party_envs")  # fmt: skip
     assert code == 0, err
@@ -296,6 +297,32 @@ def test_gym_packages_make_a_third_party_env_reachable(tmp_path, capsys, monkeyp
     assert code == 0 and "over 5 episodes" in out
     code, _, err = run_cli(capsys, "eval", str(only_run(tmp_path / "runs")), "--gym-packages", "no_such_envs")
     assert code == 2 and "--gym-packages no_such_envs: No module named 'no_such_envs'" in err
+
+
+def test_env_packages_are_imported_for_a_config_but_not_for_a_run_directory(tmp_path, capsys, monkeypatch):
+    (tmp_path / "more_envs.py").write_text(
+        "import gymnasium as gym\n"
+        "gym.register('More/CartPole-v0', entry_point='gymnasium.envs.classic_control:CartPoleEnv', "
+        "max_episode_steps=50)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "more_envs", raising=False)
+    config = write_config(tmp_path, env={"id": "More/CartPole-v0", "n_envs": 2, "packages": ["more_envs"]}, core="gru",
+                          core_kwargs={"hidden_size": 8}, total_timesteps=64)  # fmt: skip
+    code, _, err = run_cli(capsys, "train", str(config), "--runs-root", str(tmp_path / "runs"))
+    assert code == 0, err
+    gym.registry.pop("More/CartPole-v0")
+    monkeypatch.delitem(sys.modules, "more_envs")  # as in a new process that reads the run
+    run = str(only_run(tmp_path / "runs"))
+    code, _, err = run_cli(capsys, "eval", run)
+    assert code == 2 and "env.packages names 'more_envs', which is not imported when a run directory is read; " \
+        "give --gym-packages more_envs" in err  # fmt: skip
+    code, out, err = run_cli(capsys, "eval", run, "--gym-packages", "more_envs")
+    assert code == 0 and "over 5 episodes" in out, err
+    for name, fix in (("pip.__main__", "not a module name"), ("no_such_envs", "No module named 'no_such_envs'")):
+        bad = write_config(tmp_path, env={"id": "CartPole-v1", "packages": [name]})
+        code, _, err = run_cli(capsys, "train", str(bad), "--runs-root", str(tmp_path / "runs"))
+        assert code == 2 and "env.packages" in err and fix in err, err
 
 
 def test_env_wrappers_make_a_gymnasium_env_partially_observable(tmp_path, capsys):

@@ -5,9 +5,10 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from stable_baselines3.common.utils import LinearSchedule
 
-from ntm_rl.config import ConfigError, LinearSchedule, apply_override, config_from_dict, load_config, parse_schedule
-from ntm_rl.experiment import resolve_device
+from ntm_rl.config import ConfigError, apply_override, config_from_dict, load_config, parse_schedule
+from ntm_rl.registry import resolve_device
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
 MINIMAL = {"name": "t", "env": {"id": "ntm_rl/TMaze-v0"}}

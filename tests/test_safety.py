@@ -154,17 +154,18 @@ def test_a_zip_not_written_by_ntm_rl_needs_trusted(tmp_path):
 
 def test_a_saved_agent_loads_back_without_unpickling(tmp_path):
     """Every pickled entry (spaces, schedules, classes in policy_kwargs, episode records) is rebuilt."""
-    from ntm_rl.config import LinearSchedule
+    from stable_baselines3.common.utils import LinearSchedule
 
     env = DummyVecEnv([lambda: gym.make("Pendulum-v1")] * 2)
-    model = RecurrentPPO("MlpPolicy", env, n_steps=16, batch_size=32, learning_rate=LinearSchedule(1e-3),
+    model = RecurrentPPO("MlpPolicy", env, n_steps=16, batch_size=32, learning_rate=LinearSchedule(1e-3, 1e-4, 0.5),
                          clip_range_vf=0.3, policy_kwargs=dict(core="lstm", core_kwargs=dict(hidden_size=8),
                                                                activation_fn=torch.nn.ReLU, net_arch=[16]))  # fmt: skip
     model.learn(512)
     model.save(tmp_path / "agent")
     loaded = RecurrentPPO.load(tmp_path / "agent", env=env)
     assert loaded.observation_space == model.observation_space and loaded.action_space == model.action_space
-    assert loaded.policy_kwargs == model.policy_kwargs and loaded.lr_schedule(0.5) == pytest.approx(5e-4)
+    assert loaded.policy_kwargs == model.policy_kwargs and loaded.lr_schedule(0.75) == pytest.approx(5.5e-4)
+    assert loaded.lr_schedule(0.25) == pytest.approx(1e-4)
     assert loaded.clip_range_vf(1.0) == 0.3 and list(loaded.ep_info_buffer) == list(model.ep_info_buffer)
     for key, value in model.policy.state_dict().items():
         torch.testing.assert_close(loaded.policy.state_dict()[key], value)
