@@ -118,7 +118,7 @@ def describe(value: Any, policy_aliases: Mapping[str, type]) -> dict[str, Any] |
             return {"space": space_to_json(value)}
         except TypeError:
             return None
-    if isinstance(value, FloatSchedule | ConstantSchedule | LinearSchedule):
+    if isinstance(value, FloatSchedule | ConstantSchedule | LinearSchedule) or _is_zoo_schedule(value):
         inner = value.value_schedule if isinstance(value, FloatSchedule) else value
         wrapped = isinstance(value, FloatSchedule)
         if isinstance(inner, ConstantSchedule):
@@ -126,6 +126,8 @@ def describe(value: Any, policy_aliases: Mapping[str, type]) -> dict[str, Any] |
         if isinstance(inner, LinearSchedule):
             linear = {"linear": inner.start, "end": inner.end, "end_fraction": inner.end_fraction}
             return {"schedule": linear | {"float_schedule": wrapped}}
+        if _is_zoo_schedule(inner):  # the same function as SB3's LinearSchedule(start, 0, 1), rebuilt as that
+            return {"schedule": {"linear": float(inner.initial_value), "float_schedule": wrapped}}
         return None
     if isinstance(value, type):
         alias = next((name for name, cls in policy_aliases.items() if cls is value), None)
@@ -139,6 +141,12 @@ def describe(value: Any, policy_aliases: Mapping[str, type]) -> dict[str, Any] |
         except TypeError:
             return None
     return None
+
+
+def _is_zoo_schedule(value: Any) -> bool:
+    """Whether ``value`` is rl-zoo3's ``lin_<start>`` schedule (``progress_remaining * start``),
+    recognised by name, so that rl-zoo3 need not be installed."""
+    return type(value).__module__ == "rl_zoo3.utils" and type(value).__qualname__ == "SimpleLinearSchedule"
 
 
 def rebuild(description: Mapping[str, Any], policy_aliases: Mapping[str, type]) -> Any:
