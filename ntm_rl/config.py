@@ -25,6 +25,7 @@ import math
 import operator
 import os
 import re
+import sys
 import types
 import typing
 from collections.abc import Callable, Hashable, Iterable
@@ -32,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import gymnasium as gym
 import yaml
 from stable_baselines3.common.utils import LinearSchedule
 
@@ -104,7 +106,8 @@ class EnvConfig:
     :param wrappers: gymnasium wrappers around each env that ``gym.make`` builds, innermost
         first, as rl-zoo3's ``env_wrapper``: a name, or ``{name: {keyword: value}}``. Names are
         ntm-rl's (``HideEntries``, ``GaussianNoise``, ``Flicker``, ``PreviousActionReward``) or
-        the ``gymnasium.wrappers`` listed in ``ntm_rl.envs.wrappers.GYMNASIUM_WRAPPERS``.
+        the ``gymnasium.wrappers`` listed in ``ntm_rl.envs.wrappers.GYMNASIUM_WRAPPERS``; or an
+        import path ``module.Class`` into a module that ``packages`` lists.
     :param packages: installed modules imported before the env is made, so that the gymnasium ids
         they register work as ``id`` (as rl-zoo3's ``--gym-packages``). Imported when a config is
         trained; when a run directory is read (``eval``, ``inspect``, ``--resume``), only if
@@ -351,7 +354,7 @@ def validate(config: ExperimentConfig, import_packages: bool = True) -> None:
         if config.env.wrappers:
             raise ConfigError(f"env.wrappers wrap envs that gym.make builds; {config.env.id} is batched: use its "
                               "env.kwargs (e.g. observation: no_velocity) instead.")  # fmt: skip
-    env_wrappers(config.env.wrappers)  # checks names and keywords
+    env_wrappers(config.env.wrappers, config.env.packages)  # checks names and keywords
     check_kwargs("core_kwargs", config.core_kwargs, CORES[config.core], exclude=("input_dim",))
     check_kwargs("policy_kwargs", config.policy_kwargs, RecurrentActorCriticPolicy,
                  exclude=("observation_space", "action_space", "lr_schedule", "core", "core_kwargs",
@@ -446,11 +449,17 @@ def _check_memory(config: ExperimentConfig) -> None:
         )
 
 
-def env_wrappers(entries: list[Any]) -> list[tuple[type, dict[str, Any]]]:
-    """The wrapper classes and keywords that ``env.wrappers`` lists (checked; ConfigError otherwise)."""
+def env_wrappers(entries: list[Any], packages: Iterable[str] = ()) -> list[tuple[type, dict[str, Any]]]:
+    """The wrapper classes and keywords that ``env.wrappers`` lists (checked; ConfigError otherwise).
+
+    A wrapper is named by its name among ntm-rl's and gymnasium's (looked up, never imported), or
+    by an import path ``module.Class`` into one of ``packages`` (the config's ``env.packages``,
+    imported already under their rules, see :class:`EnvConfig`).
+    """
     from ntm_rl.envs.wrappers import GYMNASIUM_WRAPPERS, NTM_RL_WRAPPERS, wrapper_class
 
     known = [*NTM_RL_WRAPPERS, *GYMNASIUM_WRAPPERS]
+    packages = set(packages)
     wrappers = []
     for index, entry in enumerate(entries):
         name, kwargs = None, None
@@ -462,10 +471,19 @@ def env_wrappers(entries: list[Any]) -> list[tuple[type, dict[str, Any]]]:
         if not isinstance(name, str) or not isinstance(kwargs, dict):
             raise ConfigError(f"env.wrappers[{index}] must be a wrapper name or {{name: {{keyword: value}}}}, "
                               f"got {_short(entry)}.")  # fmt: skip
-        cls = wrapper_class(name)
+        module, _, attribute = name.rpartition(".")
+        if module:
+            if module not in packages:
+                raise ConfigError(f"env.wrappers[{index}]: {_short(name)} is in module {_short(module)}, which "
+                                  "env.packages must list for its wrappers to be used.")  # fmt: skip
+            cls = getattr(sys.modules[module], attribute, None)
+            if not (isinstance(cls, type) and issubclass(cls, gym.Wrapper)):
+                raise ConfigError(f"env.wrappers[{index}]: {module} has no gymnasium wrapper class {attribute!r}.")
+        else:
+            cls = wrapper_class(name)
         if cls is None:
             raise ConfigError(f"env.wrappers[{index}]: unknown wrapper {_short(name)}{did_you_mean(name[:100], known)}; "
-                              f"known: {', '.join(known)}.")  # fmt: skip
+                              f"known: {', '.join(known)}, or module.Class of a module in env.packages.")  # fmt: skip
         check_kwargs(f"env.wrappers[{index}].{name}", kwargs, cls, exclude=("env",))
         wrappers.append((cls, dict(kwargs)))
     return wrappers

@@ -51,7 +51,7 @@ def make_env(config: ExperimentConfig, n_envs: int, device: torch.device | str =
     target = env_class(env_id)
     try:
         if target is None:
-            wrappers = env_wrappers(config.env.wrappers)
+            wrappers = env_wrappers(config.env.wrappers, config.env.packages)
 
             def make_one() -> gym.Env:
                 env = gym.make(env_id, **kwargs)

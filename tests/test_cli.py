@@ -304,13 +304,26 @@ def test_env_packages_are_imported_for_a_config_but_not_for_a_run_directory(tmp_
         "import gymnasium as gym\n"
         "gym.register('More/CartPole-v0', entry_point='gymnasium.envs.classic_control:CartPoleEnv', "
         "max_episode_steps=50)\n"
+        "class Scaled(gym.ObservationWrapper):\n"
+        "    def __init__(self, env, scale=1.0):\n"
+        "        super().__init__(env)\n"
+        "        self.scale = scale\n"
+        "    def observation(self, observation):\n"
+        "        return observation * self.scale\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.delitem(sys.modules, "more_envs", raising=False)
-    config = write_config(tmp_path, env={"id": "More/CartPole-v0", "n_envs": 2, "packages": ["more_envs"]}, core="gru",
-                          core_kwargs={"hidden_size": 8}, total_timesteps=64)  # fmt: skip
+    env = {"id": "More/CartPole-v0", "n_envs": 2, "packages": ["more_envs"],
+           "wrappers": [{"more_envs.Scaled": {"scale": 0.5}}, "FlattenObservation"]}  # fmt: skip
+    config = write_config(tmp_path, env=env, core="gru", core_kwargs={"hidden_size": 8}, total_timesteps=64)
     code, _, err = run_cli(capsys, "train", str(config), "--runs-root", str(tmp_path / "runs"))
     assert code == 0, err
+    for wrapper, fix in (({"more_envs.Scaled": {"scal": 0.5}}, "unknown config key 'env.wrappers[0].more_envs.Scaled.scal'"),
+                         ("more_envs.Nothing", "more_envs has no gymnasium wrapper class 'Nothing'"),
+                         ("os.path.Wrapper", "is in module 'os.path', which env.packages must list")):  # fmt: skip
+        bad = write_config(tmp_path, env=env | {"wrappers": [wrapper]})
+        code, _, err = run_cli(capsys, "train", str(bad), "--runs-root", str(tmp_path / "runs"))
+        assert code == 2 and fix in err, err
     gym.registry.pop("More/CartPole-v0")
     monkeypatch.delitem(sys.modules, "more_envs")  # as in a new process that reads the run
     run = str(only_run(tmp_path / "runs"))
