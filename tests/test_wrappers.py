@@ -103,3 +103,18 @@ def test_vec_video_recorder_records_a_batched_env(tmp_path, env):
     venv.close()
     (video,) = tmp_path.glob(f"{env}*.mp4")
     assert video.stat().st_size > 1_000
+
+
+def test_human_render_mode_shows_the_frames_in_a_matplotlib_window():
+    import matplotlib.pyplot as plt
+
+    env = gym.make("ntm_rl/TMaze-v0", render_mode="human")  # as rl-zoo3's enjoy makes it
+    env.reset(seed=0)
+    assert env.render() is None
+    env.step(0)
+    env.render()
+    (window,) = [plt.figure(n) for n in plt.get_fignums() if plt.figure(n).get_label() == "TMaze"]
+    frame = window.axes[0].images[0].get_array()
+    assert frame.ndim == 3 and frame.shape[2] == 3 and np.array_equal(frame, env.unwrapped.vec_env.get_images()[0])
+    env.close()
+    assert not plt.fignum_exists(window.number)

@@ -134,8 +134,8 @@ def test_train_then_enjoy_the_run_it_made(tmp_path):
     assert model.n_envs == 2 and model.n_steps == 32
 
     # 50 steps: one whole 32-step episode of the trained agent.
-    result = zoo(tmp_path, "enjoy", "--algo", "ntm_ppo", "--env", PROBE, "-f", "logs", "-n", "50", "--no-render",
-                 "--num-threads", "1")  # fmt: skip
+    # Rendered, as a user runs it: render_mode="human" draws in a matplotlib window (headless here).
+    result = zoo(tmp_path, "enjoy", "--algo", "ntm_ppo", "--env", PROBE, "-f", "logs", "-n", "50", "--num-threads", "1")
     assert f"{RUN_NAME}_1/{RUN_NAME}.zip" in result.stdout
     assert "Episode Length 32" in result.stdout
 

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import VecEnv
+from stable_baselines3.common.vec_env.base_vec_env import tile_images
 
 from ntm_rl.vec.torch_vec_env import TorchVecEnv
 
@@ -63,9 +64,10 @@ class TorchVecEnvToSB3(BatchedVecEnv):
     records_episodes = True
 
     def __init__(self, env: TorchVecEnv, render_mode: str | None = None):
-        if render_mode not in (None, "rgb_array"):
-            raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}.")
+        if render_mode not in (None, "rgb_array", "human"):
+            raise ValueError(f"render_mode must be None, 'rgb_array' or 'human', got {render_mode!r}.")
         self.env = env
+        self._window: FrameWindow | None = None
         env.render_mode = render_mode  # SB3's VecEnv reads it from the env
         super().__init__(env.num_envs, env.observation_space, env.action_space)
         self._actions: torch.Tensor | None = None
@@ -97,11 +99,22 @@ class TorchVecEnvToSB3(BatchedVecEnv):
         return result.observation.cpu().numpy(), rewards, dones, infos
 
     def close(self) -> None:
-        pass
+        if self._window is not None:
+            self._window.close()
 
     def get_images(self) -> list[np.ndarray]:
         """One picture per env (what SB3's ``render()`` tiles and ``VecVideoRecorder`` records)."""
         return [self.env.render(i) for i in range(self.num_envs)]
+
+    def render(self, mode: str | None = None) -> np.ndarray | None:
+        """SB3's ``render``; with ``render_mode="human"``, every env's picture, tiled, in a
+        matplotlib window (SB3 would ask each env to show itself, or need OpenCV)."""
+        if self.render_mode != "human" or mode not in (None, "human"):
+            return super().render(mode)
+        if self._window is None:
+            self._window = FrameWindow(type(self.env).__name__)
+        self._window.show(tile_images(self.get_images()))
+        return None
 
     def _batch(self) -> TorchVecEnv:
         return self.env
@@ -128,7 +141,7 @@ class VecEnvAsGym(gym.Env):
     seeded ``s - i`` plays (and an Atari life loss continues the game, as DeepMind's wrappers do).
     """
 
-    metadata = {"render_modes": ["rgb_array"], "render_fps": 30}
+    metadata = {"render_modes": ["rgb_array", "human"], "render_fps": 30}
 
     def __init__(self, vec_env: VecEnv):
         if vec_env.num_envs != 1:
@@ -160,8 +173,41 @@ class VecEnvAsGym(gym.Env):
         return info.pop("terminal_observation"), float(rewards[0]), not truncated, truncated, info
 
     def render(self) -> np.ndarray | None:
-        """The env's picture with ``render_mode="rgb_array"``; ``None`` without a render mode."""
+        """The env's picture with ``render_mode="rgb_array"``; shown in a window with ``"human"``;
+        ``None`` without a render mode."""
+        if self.render_mode == "human":
+            self.vec_env.render()
         return self.vec_env.get_images()[0] if self.render_mode == "rgb_array" else None
 
     def close(self) -> None:
         self.vec_env.close()
+
+
+class FrameWindow:
+    """A matplotlib window that shows pictures as they come (``render_mode="human"``), at most
+    ``fps`` a second. matplotlib is imported only once something is shown."""
+
+    def __init__(self, title: str, fps: float = 30.0):
+        self.title, self.fps = title, fps
+        self._figure: Any = None
+        self._image: Any = None
+
+    def show(self, frame: np.ndarray) -> None:
+        import matplotlib.pyplot as plt
+
+        if self._figure is None or not plt.fignum_exists(self._figure.number):  # first, or closed by the user
+            self._figure = plt.figure(self.title)
+            axes = self._figure.add_axes((0.0, 0.0, 1.0, 1.0))
+            axes.set_axis_off()
+            self._image = axes.imshow(frame)
+        else:
+            self._image.set_data(frame)
+        self._figure.canvas.draw_idle()
+        self._figure.canvas.start_event_loop(1.0 / self.fps)  # draws, and keeps the window responsive
+
+    def close(self) -> None:
+        if self._figure is not None:
+            import matplotlib.pyplot as plt
+
+            plt.close(self._figure)
+            self._figure = None
