@@ -111,6 +111,10 @@ SETTINGS: dict[str, dict] = {
     # would unnormalised. Either keep the advantages raw with SB3's usual bonus, or scale the bonus.
     "raw_advantages_ent0.01": dict(normalize_advantage=False, ent_coef=0.01),
     "defaults_ent0.5": dict(ent_coef=0.5),
+    # Per-step rewards at gamma 0.99: GAE's lambda shortens the horizon of the advantages (the
+    # variance that gamma 0.5 removes on repeat-previous) without shortening the value's horizon
+    "defaults_gae0.8": dict(gae_lambda=0.8),
+    "defaults_gae0.5": dict(gae_lambda=0.5),
     # RecurrentA2C at its defaults (its own n_steps, 16: one gradient step per rollout)
     "a2c_defaults": dict(algo=RecurrentA2C, n_steps=16),
     # RecurrentA2C candidates, each changing one thing against a2c_defaults
