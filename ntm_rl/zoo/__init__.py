@@ -31,7 +31,7 @@ from pathlib import Path
 
 from stable_baselines3.common.base_class import BaseAlgorithm
 
-from ntm_rl.agents import RecurrentA2C, RecurrentPPO
+from ntm_rl import registry
 from ntm_rl.zoo.samplers import (
     convert_ntm_a2c_params,
     convert_ntm_ppo_params,
@@ -39,8 +39,8 @@ from ntm_rl.zoo.samplers import (
     sample_ntm_ppo_params,
 )
 
-ALGORITHMS: dict[str, type[BaseAlgorithm]] = {"ntm_ppo": RecurrentPPO, "ntm_a2c": RecurrentA2C}
-"""ntm-rl's agents by their rl-zoo3 algorithm name."""
+ALGORITHMS: dict[str, type[BaseAlgorithm]] = {f"ntm_{name}": cls for name, cls in registry.ALGORITHMS.items()}
+"""ntm-rl's agents by their rl-zoo3 algorithm name (``ntm_ppo``, ``ntm_a2c``: a config's ``algo``, prefixed)."""
 
 HYPERPARAMS_DIR = Path(__file__).resolve().parent / "hyperparams"
 """The shipped rl-zoo3 hyperparameter files, ``<algo>.yml``."""
