@@ -129,8 +129,8 @@ def test_train_then_enjoy_the_run_it_made(tmp_path):
     zoo(tmp_path, "train", "--algo", "ntm_ppo", "--env", PROBE, "-n", "64", "-f", "logs", *TINY)
     run = tmp_path / "logs" / "ntm_ppo" / f"{RUN_NAME}_1"
     model = RecurrentPPO.load(run / f"{RUN_NAME}.zip", device="cpu")  # ntm-rl's safe load: nothing unpickled
-    # The shipped entry was used (no -conf given): its gamma and core sizes, with -params on top.
-    assert model.gamma == 0.5 and model.policy.core.controller_size == 32 and model.policy.core.memory_size == 16
+    # The shipped entry was used (no -conf given): its core sizes, with -params on top.
+    assert model.policy.core.controller_size == 32 and model.policy.core.memory_size == 16
     assert model.n_envs == 2 and model.n_steps == 32
 
     # 50 steps: one whole 32-step episode of the trained agent.
