@@ -123,6 +123,14 @@ SETTINGS: dict[str, dict] = {
     # (cue_supervised.py, GRU, batch 16), it left chance after 250-375 Adam steps at lr 1e-3, 200-225
     # at 3e-3 and 100-125 at 1e-2 (one seed each)
     "defaults_lr3e-3": dict(learning_rate=3e-3),
+    # Adam's epsilon. SB3's 1e-5 sits above the gradients that reach the memory from a sparse
+    # decision: on the 1,000-step T-maze, at init, the loss (a mean over 8,008 steps with one
+    # junction per 1,001) gives the GRU's cue weights gradients of about 5e-9, so Adam moves them
+    # at 1/2,000 of its step size; supervised (one loss per episode) they move at the full step
+    "defaults_adam_eps1e-10": dict(policy_kwargs=dict(optimizer_kwargs=dict(eps=1e-10))),
+    # the same with an entropy bonus, which holds the turn open (without it the junction's choice
+    # drifted towards one turn, whatever the cue, before the memory formed)
+    "defaults_adam_eps1e-10_ent0.01": dict(ent_coef=0.01, policy_kwargs=dict(optimizer_kwargs=dict(eps=1e-10))),
     # RecurrentA2C at its defaults (its own n_steps, 16: one gradient step per rollout)
     "a2c_defaults": dict(algo=RecurrentA2C, n_steps=16),
     # RecurrentA2C candidates, each changing one thing against a2c_defaults
