@@ -22,6 +22,7 @@ import argparse
 
 import torch
 import torch.nn.functional as F
+from cue_supervised import episodes  # the sibling module
 
 from ntm_rl.agents import RecurrentPPO
 from ntm_rl.cores import make_core
@@ -56,14 +57,11 @@ def ppo_gradients(corridor: int, core: str, seed: int) -> tuple[float, float]:
 def supervised_gradients(corridor: int, core: str, seed: int) -> tuple[float, float]:
     """The same gradients for the cross-entropy of the cue at the junction, 16 episodes."""
     torch.manual_seed(seed)
-    env = TMaze(16, corridor_length=corridor)
-    observations = [env.reset(seed=seed)]
-    for _ in range(corridor):
-        observations.append(env.step(torch.zeros(16, dtype=torch.int64)).observation)
+    observations, cues = episodes(corridor, 16, seed)
     memory = make_core(core, 3)
     head = torch.nn.Linear(memory.output_dim, 2)
-    outputs, _ = memory(torch.stack(observations), memory.initial_state(16))
-    F.cross_entropy(head(outputs[-1]), env.oracle_action()).backward()
+    outputs, _ = memory(observations, memory.initial_state(16))
+    F.cross_entropy(head(outputs[-1]), cues).backward()
     return input_gradients(memory)
 
 
