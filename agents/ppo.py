@@ -47,7 +47,8 @@ class RecurrentPPO(RecurrentOnPolicyAlgorithm):
     :param clip_range: policy clipping, or a schedule.
     :param clip_range_vf: value clipping (``None``: none), or a schedule.
     :param normalize_advantage: normalise advantages per minibatch.
-    :param ent_coef: entropy bonus coefficient.
+    :param ent_coef: entropy bonus coefficient. 0.01, not SB3's 0: without it the choice at a rare
+        rewarded decision settled on one action before the memory had learned what to read there.
     :param vf_coef: value loss coefficient.
     :param max_grad_norm: gradient norm clipping.
     :param target_kl: stop an update's epochs once the approximate KL exceeds 1.5 times this.
@@ -72,7 +73,7 @@ class RecurrentPPO(RecurrentOnPolicyAlgorithm):
         clip_range: float | Schedule = 0.2,
         clip_range_vf: float | Schedule | None = None,
         normalize_advantage: bool = True,
-        ent_coef: float = 0.0,
+        ent_coef: float = 0.01,
         vf_coef: float = 0.5,
         max_grad_norm: float = 0.5,
         target_kl: float | None = None,

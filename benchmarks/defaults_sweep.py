@@ -67,7 +67,8 @@ def whole_rollouts(
 # Every candidate pins what it varies (learning rate included), so that its cells keep their meaning
 # when the library's defaults move; the core keeps its library default size. What a candidate does
 # not pin it takes from the defaults of its run: GAE's lambda was 0.95 until "defaults_gae0.8" became
-# the default, so "defaults" and the candidates built on it ran at 0.95 before that change.
+# the default, so "defaults" and the candidates built on it ran at 0.95 before that change; Adam's
+# epsilon was 1e-5 and the entropy bonus 0 until "defaults_adam_eps1e-10_ent0.01" became the default.
 SETTINGS: dict[str, dict] = {
     "defaults": {},
     # before this sweep: 4 epochs of minibatches of 512 steps, 32-step sequences, one core for both heads
@@ -131,6 +132,8 @@ SETTINGS: dict[str, dict] = {
     # the same with an entropy bonus, which holds the turn open (without it the junction's choice
     # drifted towards one turn, whatever the cue, before the memory formed)
     "defaults_adam_eps1e-10_ent0.01": dict(ent_coef=0.01, policy_kwargs=dict(optimizer_kwargs=dict(eps=1e-10))),
+    # the defaults before that: SB3's Adam epsilon and no entropy bonus
+    "defaults_adam_eps1e-5_ent0": dict(ent_coef=0.0, policy_kwargs=dict(optimizer_kwargs=dict(eps=1e-5))),
     # RecurrentA2C at its defaults (its own n_steps, 16: one gradient step per rollout)
     "a2c_defaults": dict(algo=RecurrentA2C, n_steps=16),
     # RecurrentA2C candidates, each changing one thing against a2c_defaults

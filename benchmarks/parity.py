@@ -4,12 +4,13 @@ defaults, beside sb3-contrib's RecurrentPPO itself, on the same envs and seeds.
 Both agents see the same env (an ntm-rl batched env behind ``TorchVecEnvToSB3`` and SB3's
 ``VecMonitor``, so both go through SB3's numpy ``VecEnv`` interface) with 16 envs and
 ``n_steps=128``. sb3-contrib runs with every default (``MlpLstmPolicy``: LSTM 256, a separate
-critic LSTM, ``net_arch=dict(pi=[64, 64], vf=[64, 64])``, tanh, orthogonal init, Adam lr 3e-4,
-batch 128, 10 epochs, gamma 0.99, GAE 0.95, clip 0.2). ntm-rl's agent copies each of them; the
-one thing it cannot copy is the sequence handling: sb3-contrib cuts each minibatch of 128
-consecutive steps (a random offset into the env-major rollout) into episodes and pads them, while
-ntm-rl trains on whole envs over the rollout (``sequence_length=n_steps=128``, one env per
-minibatch of 128), cut only where episodes end, from the state stored at the rollout's start.
+critic LSTM, ``net_arch=dict(pi=[64, 64], vf=[64, 64])``, tanh, orthogonal init, Adam lr 3e-4 and
+eps 1e-5, batch 128, 10 epochs, gamma 0.99, GAE 0.95, clip 0.2, no entropy bonus). ntm-rl's agent
+copies each of them; the one thing it cannot copy is the sequence handling: sb3-contrib cuts each
+minibatch of 128 consecutive steps (a random offset into the env-major rollout) into episodes and
+pads them, while ntm-rl trains on whole envs over the rollout (``sequence_length=n_steps=128``,
+one env per minibatch of 128), cut only where episodes end, from the state stored at the rollout's
+start.
 
 Each cell (task, agent, seed) records the mean return of the last 100 training episodes after every
 rollout (the learning curve), its env steps/s, and a final deterministic evaluation over 100
@@ -55,9 +56,10 @@ def make_agent(agent: str, env: VecMonitor, seed: int):
 
     return RecurrentPPO(
         "MlpPolicy", env, n_steps=N_STEPS, batch_size=128, n_epochs=10, sequence_length=N_STEPS, learning_rate=3e-4,
-        gamma=0.99, gae_lambda=0.95, clip_range=0.2, seed=seed,
+        gamma=0.99, gae_lambda=0.95, clip_range=0.2, ent_coef=0.0, seed=seed,
         policy_kwargs=dict(core="lstm", core_kwargs=dict(hidden_size=256, chrono_init=None), shared_core=False,
-                           net_arch=dict(pi=[64, 64], vf=[64, 64]), activation_fn=torch.nn.Tanh, ortho_init=True),
+                           net_arch=dict(pi=[64, 64], vf=[64, 64]), activation_fn=torch.nn.Tanh, ortho_init=True,
+                           optimizer_kwargs=dict(eps=1e-5)),
     )  # fmt: skip
 
 

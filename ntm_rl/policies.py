@@ -61,7 +61,7 @@ class RecurrentActorCriticPolicy(BasePolicy):
     :param features_extractor_kwargs: its keywords.
     :param normalize_images: divide image observations by 255.
     :param optimizer_class: optimiser.
-    :param optimizer_kwargs: its keywords (besides the learning rate).
+    :param optimizer_kwargs: its keywords (besides the learning rate); ``None``: Adam's ``eps=1e-10``.
     :param core: ``"ntm"``, ``"lstm"`` or ``"gru"``.
     :param core_kwargs: keywords of the core (e.g. ``memory_size``, ``hidden_size``).
     :param shared_core: one core for actor and critic, or (the default, as sb3-contrib's
@@ -93,7 +93,10 @@ class RecurrentActorCriticPolicy(BasePolicy):
             raise ValueError("use_sde=True is not supported by recurrent ntm-rl policies; use use_sde=False.")
         _check_observation_space(observation_space)
         if optimizer_kwargs is None:
-            optimizer_kwargs = {"eps": 1e-5} if optimizer_class is torch.optim.Adam else {}
+            # Not SB3's 1e-5: PPO's loss is a mean over every step of a minibatch, so a rare rewarded
+            # decision gives the memory's weights gradients far below 1e-5 (about 5e-9 on the
+            # 1,000-step T-maze), which Adam then barely moves (README, "Adam's epsilon").
+            optimizer_kwargs = {"eps": 1e-10} if optimizer_class is torch.optim.Adam else {}
         super().__init__(
             observation_space,
             action_space,
