@@ -156,6 +156,11 @@ def agent_kwargs(setting: str, n_steps: int) -> dict:
     return kwargs
 
 
+def normalised_return(mean_return: float, probe: TorchVecEnv) -> float:
+    """A probe's mean return on the scale where random actions score 0 and the optimum 1."""
+    return (mean_return - probe.random_return) / (probe.optimal_return - probe.random_return)
+
+
 def run_cell(task: str, core: str, setting: str, seed: int) -> dict:
     make_env, n_steps, steps = TASKS[task]
     kwargs = dict(n_steps=n_steps) | agent_kwargs(setting, n_steps)
@@ -168,7 +173,7 @@ def run_cell(task: str, core: str, setting: str, seed: int) -> dict:
     seconds = time.perf_counter() - start
     probe = make_env(20)
     eval_mean = evaluate(model, TorchVecEnvToSB3(probe), 200, seed + 1000)
-    normalised = (eval_mean - probe.random_return) / (probe.optimal_return - probe.random_return)
+    normalised = normalised_return(eval_mean, probe)
     return {"steps": steps, "seconds": round(seconds, 1), "fps": round(steps / seconds), "eval_mean": eval_mean,
             "normalised": round(normalised, 4), "optimal": probe.optimal_return, "random": probe.random_return,
             "parameters": sum(p.numel() for p in model.policy.parameters()), "curve": curve.points}  # fmt: skip

@@ -22,7 +22,7 @@ import time
 import torch
 import torch.nn.functional as F
 from algorithmic import SequenceModel  # the sibling modules
-from defaults_sweep import N_ENVS, TASKS
+from defaults_sweep import N_ENVS, TASKS, normalised_return
 
 from ntm_rl.cores import make_core
 from ntm_rl.vec import TorchVecEnv
@@ -54,7 +54,7 @@ def normalised_score(model: SequenceModel, episodes: tuple[torch.Tensor, ...], e
     with torch.no_grad():
         correct = (model(observations).argmax(-1) == labels) & scored
     mean_return = correct.float().sum(0).mean().item()
-    return (mean_return - env.random_return) / (env.optimal_return - env.random_return)
+    return normalised_return(mean_return, env)
 
 
 def main() -> None:
