@@ -1,8 +1,9 @@
-"""The sweep behind RecurrentPPO's defaults: candidate settings on the memory probes at gamma 0.99.
+"""The sweep behind the agents' defaults: candidate settings on the memory probes at gamma 0.99.
 
 Every cell trains ``RecurrentPPO("MlpPolicy", env, n_steps=N, **setting)`` (``RecurrentA2C`` where the
-setting says so) on a batched probe of 16 envs, as a new user would (only the env, ``n_steps`` and
-the candidate's settings given; the core at its default size unless the setting says otherwise),
+setting says so, with its own ``n_steps`` unless the setting gives one) on a batched probe of 16 envs,
+as a new user would (only the env, ``n_steps`` and the candidate's settings given; the core at its
+default size unless the setting says otherwise),
 records the learning curve (mean return of the last 100 training episodes after every rollout, with
 the seconds trained so far) and a final deterministic evaluation of 200 episodes, normalised so that
 the optimum is 1 and random actions 0.
@@ -69,6 +70,12 @@ def whole_rollouts(
 # not pin it takes from the defaults of its run: GAE's lambda was 0.95 until "defaults_gae0.8" became
 # the default, so "defaults" and the candidates built on it ran at 0.95 before that change; Adam's
 # epsilon was 1e-5 and the entropy bonus 0 until "defaults_adam_eps1e-10_ent0.01" became the default.
+A2C_SB3 = dict(
+    n_steps=16, learning_rate=7e-4, gae_lambda=1.0, ent_coef=0.0, use_rms_prop=True, normalize_advantage=False
+)
+A2C_PPO_LIKE = dict(
+    n_steps=16, use_rms_prop=False, learning_rate=1e-3, gae_lambda=0.8, normalize_advantage=True, ent_coef=0.01
+)
 SETTINGS: dict[str, dict] = {
     "defaults": {},
     # before this sweep: 4 epochs of minibatches of 512 steps, 32-step sequences, one core for both heads
@@ -134,16 +141,33 @@ SETTINGS: dict[str, dict] = {
     "defaults_adam_eps1e-10_ent0.01": dict(ent_coef=0.01, policy_kwargs=dict(optimizer_kwargs=dict(eps=1e-10))),
     # the defaults before that: SB3's Adam epsilon and no entropy bonus
     "defaults_adam_eps1e-5_ent0": dict(ent_coef=0.0, policy_kwargs=dict(optimizer_kwargs=dict(eps=1e-5))),
-    # RecurrentA2C at its defaults (its own n_steps, 16: one gradient step per rollout)
-    "a2c_defaults": dict(algo=RecurrentA2C, n_steps=16),
-    # RecurrentA2C candidates, each changing one thing against a2c_defaults
-    "a2c_ent0.01": dict(algo=RecurrentA2C, n_steps=16, ent_coef=0.01),
-    "a2c_gae0.95": dict(algo=RecurrentA2C, n_steps=16, gae_lambda=0.95),
-    "a2c_lr3e-3": dict(algo=RecurrentA2C, n_steps=16, learning_rate=3e-3),
-    "a2c_n64": dict(algo=RecurrentA2C, n_steps=64),
-    "a2c_adam1e-3": dict(algo=RecurrentA2C, n_steps=16, use_rms_prop=False, learning_rate=1e-3),
-    "a2c_normadv": dict(algo=RecurrentA2C, n_steps=16, normalize_advantage=True),
-    "a2c_combined": dict(algo=RecurrentA2C, n_steps=16, gae_lambda=0.95, normalize_advantage=True, ent_coef=0.01),
+    # RecurrentA2C at the defaults of its run, its own n_steps included (A2C makes one gradient step
+    # per rollout, so its n_steps is how often it learns; a probe's 128 gave it too few steps)
+    "a2c_defaults": dict(algo=RecurrentA2C),
+    # RecurrentA2C at SB3's A2C defaults, its defaults before the sweep below
+    "a2c_sb3": dict(algo=RecurrentA2C, **A2C_SB3),
+    # the defaults with a rollout as long as the 100-step T-maze's episode (at the default 8 steps a
+    # rollout cuts every gradient path from the cue to the junction)
+    "a2c_defaults_n256": dict(algo=RecurrentA2C, n_steps=256),
+    # candidates, each changing one thing against SB3's defaults
+    "a2c_ent0.01": dict(algo=RecurrentA2C, **A2C_SB3 | dict(ent_coef=0.01)),
+    "a2c_gae0.95": dict(algo=RecurrentA2C, **A2C_SB3 | dict(gae_lambda=0.95)),
+    "a2c_gae0.8": dict(algo=RecurrentA2C, **A2C_SB3 | dict(gae_lambda=0.8)),
+    "a2c_lr3e-3": dict(algo=RecurrentA2C, **A2C_SB3 | dict(learning_rate=3e-3)),
+    "a2c_n64": dict(algo=RecurrentA2C, **A2C_SB3 | dict(n_steps=64)),
+    "a2c_adam1e-3": dict(algo=RecurrentA2C, **A2C_SB3 | dict(use_rms_prop=False, learning_rate=1e-3)),
+    "a2c_normadv": dict(algo=RecurrentA2C, **A2C_SB3 | dict(normalize_advantage=True)),
+    "a2c_combined": dict(algo=RecurrentA2C, **A2C_SB3 | dict(gae_lambda=0.95, normalize_advantage=True, ent_coef=0.01)),
+    # RecurrentPPO's choices for the update (Adam at 1e-3 with epsilon 1e-10, GAE 0.8, normalised
+    # advantages, entropy 0.01), then its learning rate and n_steps varied; "a2c_ppo_like_lr3e-3_n8"
+    # became the defaults
+    "a2c_ppo_like": dict(algo=RecurrentA2C, **A2C_PPO_LIKE),
+    "a2c_ppo_like_lr3e-3": dict(algo=RecurrentA2C, **A2C_PPO_LIKE | dict(learning_rate=3e-3)),
+    "a2c_ppo_like_lr1e-2": dict(algo=RecurrentA2C, **A2C_PPO_LIKE | dict(learning_rate=1e-2)),
+    "a2c_ppo_like_n8": dict(algo=RecurrentA2C, **A2C_PPO_LIKE | dict(n_steps=8)),
+    "a2c_ppo_like_lr3e-3_n8": dict(algo=RecurrentA2C, **A2C_PPO_LIKE | dict(learning_rate=3e-3, n_steps=8)),
+    "a2c_ppo_like_lr3e-3_n4": dict(algo=RecurrentA2C, **A2C_PPO_LIKE | dict(learning_rate=3e-3, n_steps=4)),
+    "a2c_ppo_like_n128": dict(algo=RecurrentA2C, **A2C_PPO_LIKE | dict(n_steps=128)),
 }
 N_ENVS = 16
 
@@ -163,8 +187,10 @@ def normalised_return(mean_return: float, probe: TorchVecEnv) -> float:
 
 def run_cell(task: str, core: str, setting: str, seed: int) -> dict:
     make_env, n_steps, steps = TASKS[task]
-    kwargs = dict(n_steps=n_steps) | agent_kwargs(setting, n_steps)
+    kwargs = agent_kwargs(setting, n_steps)
     algo = kwargs.pop("algo", RecurrentPPO)
+    if algo is RecurrentPPO:  # (RecurrentA2C keeps its own n_steps unless the setting gives one)
+        kwargs = dict(n_steps=n_steps) | kwargs
     policy_kwargs = dict(core=core) | kwargs.pop("policy_kwargs", {})
     model = algo("MlpPolicy", TorchVecEnvToSB3(make_env(N_ENVS)), seed=seed, policy_kwargs=policy_kwargs, **kwargs)
     curve = LearningCurve()
