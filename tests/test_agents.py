@@ -18,7 +18,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecFrameStack, VecMoni
 
 from ntm_rl.agents import RecurrentA2C, RecurrentPPO
 from ntm_rl.cores import state_leaves, where_state
-from ntm_rl.envs import CartPole, RepeatFirst, TMaze
+from ntm_rl.envs import CartPole, RepeatFirst, RepeatPrevious, TMaze
 from ntm_rl.vec import TorchVecEnvToSB3
 
 SMALL_CORES = {
@@ -244,6 +244,18 @@ def test_ntm_agent_learns_a_cue_that_a_memoryless_policy_cannot_use():
     model.learn(70_000)
     mean, _ = evaluate_policy(model, TorchVecEnvToSB3(TMaze(1, corridor_length=8)), n_eval_episodes=100)
     assert mean >= 0.9 * TMaze().optimal_return
+
+
+@pytest.mark.parametrize("algorithm, steps", [(RecurrentPPO, 32_768), (RecurrentA2C, 40_000)], ids=["ppo", "a2c"])
+def test_the_defaults_learn_a_recall_at_gamma_0_99(algorithm, steps):
+    """Only the env given (the core a GRU at its default size): each step's reward asks for the
+    symbol shown one step earlier, which a memoryless policy can only guess (normalised 0)."""
+    model = algorithm("MlpPolicy", TorchVecEnvToSB3(RepeatPrevious(16, delay=1, length=16)), seed=0,
+                      policy_kwargs=dict(core="gru"))  # fmt: skip
+    model.learn(steps)
+    probe = RepeatPrevious(1, delay=1, length=16)
+    mean, _ = evaluate_policy(model, TorchVecEnvToSB3(probe), n_eval_episodes=50)
+    assert (mean - probe.random_return) / (probe.optimal_return - probe.random_return) >= 0.9
 
 
 def test_device_env_episodes_reach_the_logged_statistics(algo):
