@@ -427,7 +427,8 @@ def estimated_bytes(config: ExperimentConfig) -> int:
     else:
         floats = 6 * kwargs["hidden_size"]  # state and gate activations per step
     algo = config.algo_kwargs
-    n_envs, n_steps = config.env.n_envs, algo.get("n_steps", 128 if config.algo == "ppo" else 16)
+    n_steps = algo.get("n_steps", inspect.signature(ALGORITHMS[config.algo]).parameters["n_steps"].default)
+    n_envs = config.env.n_envs
     sequence_length = algo.get("sequence_length") or n_steps
     batch = algo.get("batch_size") or (n_envs * n_steps if config.algo == "a2c" else -(-n_envs // 4) * n_steps)
     stored = n_envs * (n_steps // max(sequence_length, 1) + 2)
