@@ -37,6 +37,7 @@ import gymnasium as gym
 import yaml
 from stable_baselines3.common.utils import LinearSchedule
 
+from ntm_rl.agents.ppo import MINIBATCHES
 from ntm_rl.checks import ConfigError, did_you_mean
 from ntm_rl.cores import CORES
 from ntm_rl.policies import RecurrentActorCriticPolicy
@@ -430,7 +431,9 @@ def estimated_bytes(config: ExperimentConfig) -> int:
     n_steps = algo.get("n_steps", inspect.signature(ALGORITHMS[config.algo]).parameters["n_steps"].default)
     n_envs = config.env.n_envs
     sequence_length = algo.get("sequence_length") or n_steps
-    batch = algo.get("batch_size") or (n_envs * n_steps if config.algo == "a2c" else -(-n_envs // 4) * n_steps)
+    batch = algo.get("batch_size") or (
+        n_envs * n_steps if config.algo == "a2c" else -(-n_envs // MINIBATCHES) * n_steps
+    )
     stored = n_envs * (n_steps // max(sequence_length, 1) + 2)
     return 4 * floats * (stored + batch) + 4 * 8 * n_envs * n_steps
 
