@@ -61,26 +61,38 @@ def _run_one(fn: Callable[..., dict], cell: dict) -> dict:
 
 
 def run_cells(
-    fn: Callable[..., dict], cells: list[dict], store: Path, workers: int = 1, fields: Iterable[str] | None = None
+    fn: Callable[..., dict],
+    cells: list[dict],
+    store: Path,
+    workers: int = 1,
+    fields: Iterable[str] | None = None,
+    cost: Callable[[dict], float] | None = None,
 ) -> list[dict]:
     """Run ``fn(**cell)`` for every cell whose key (its ``fields``, all by default) is not in
-    ``store`` yet; return every stored result of the requested cells (old and new)."""
+    ``store`` yet; return every stored result of the requested cells (old and new).
+
+    :param cost: a cell's expected share of the work (its env steps, say), for the time-left
+        estimate; without it every cell counts the same.
+    """
     store.parent.mkdir(parents=True, exist_ok=True)
     fields = list(fields or cells[0].keys()) if cells else []
     stored = [json.loads(line) for line in store.read_text().splitlines()] if store.exists() else []
     done = {key_of(result, fields) for result in stored if all(f in result for f in fields)}
     todo = [cell for cell in cells if key_of(cell, fields) not in done]
     print(f"{len(todo)} of {len(cells)} cells to run ({len(cells) - len(todo)} already in {store})", flush=True)
+    cost = cost or (lambda cell: 1.0)
+    total_cost, done_cost = sum(cost(cell) for cell in todo), 0.0
     started = time.perf_counter()
     with ProcessPoolExecutor(workers) as pool:
-        futures = [pool.submit(_run_one, fn, cell) for cell in todo]
+        futures = {pool.submit(_run_one, fn, cell): cell for cell in todo}
         for finished, future in enumerate(as_completed(futures), start=1):
             result = future.result()
             stored.append(result)
             with store.open("a") as f:
                 f.write(json.dumps(result) + "\n")
             elapsed = time.perf_counter() - started
-            left = elapsed / finished * (len(todo) - finished)
+            done_cost += cost(futures[future])
+            left = elapsed / done_cost * (total_cost - done_cost)
             summary = ", ".join(f"{k}={result[k]}" for k in fields)
             print(f"[{finished}/{len(todo)}, {elapsed / 60:.1f} min, ~{left / 60:.1f} min left] {summary}: "
                   f"eval {result.get('eval_mean', float('nan')):.3f}, {result.get('fps', 0):,} steps/s", flush=True)  # fmt: skip
