@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from learning import LearningCurve, evaluate, run_cells, steps_to  # the sibling module
+from learning import LearningCurve, evaluate, normalised, run_cells, steps_to  # the sibling module
 
 from ntm_rl.agents import RecurrentA2C, RecurrentPPO
 from ntm_rl.envs import Copy, CountRecall, RepeatFirst, RepeatPrevious, TMaze
@@ -182,7 +182,7 @@ def agent_kwargs(setting: str, n_steps: int) -> dict:
 
 def normalised_return(mean_return: float, probe: TorchVecEnv) -> float:
     """A probe's mean return on the scale where random actions score 0 and the optimum 1."""
-    return (mean_return - probe.random_return) / (probe.optimal_return - probe.random_return)
+    return normalised(mean_return, probe.optimal_return, probe.random_return)
 
 
 def run_cell(task: str, core: str, setting: str, seed: int) -> dict:
@@ -214,11 +214,7 @@ def report(results: list[dict]) -> None:
         scores = [r["normalised"] for r in runs]
         reached = []
         for r in runs:
-
-            def normalise(value: float, r: dict = r) -> float:
-                return (value - r["random"]) / (r["optimal"] - r["random"])
-
-            at = steps_to(r["curve"], 0.9, normalise)
+            at = steps_to(r["curve"], 0.9, lambda value, r=r: normalised(value, r["optimal"], r["random"]))
             seconds = next((p[1] for p in r["curve"] if p[0] == at), None) if at is not None else None
             reached.append((at, seconds))
         done = [a for a, _ in reached if a is not None]

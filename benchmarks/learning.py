@@ -46,6 +46,11 @@ def evaluate(model, env: VecEnv, episodes: int, seed: int) -> float:
     return float(mean)
 
 
+def normalised(value: float, optimal: float, random: float) -> float:
+    """A return on the scale where random actions score 0 and the optimum 1."""
+    return (value - random) / (optimal - random)
+
+
 def steps_to(curve: list, threshold: float, normalise: Callable[[float], float] = float) -> int | None:
     """Env steps at the first curve point whose (normalised) return reaches ``threshold``."""
     return next((int(point[0]) for point in curve if normalise(point[-1]) >= threshold), None)

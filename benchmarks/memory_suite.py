@@ -46,7 +46,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
-from learning import run_cells  # the sibling module
+from learning import normalised, run_cells, steps_to  # the sibling module
 from matplotlib.figure import Figure
 from matplotlib.ticker import EngFormatter
 from stable_baselines3.common.monitor import load_results
@@ -212,9 +212,11 @@ def training_curve(run: Path, optimal: float, random: float, points: int = 200) 
     steps = episodes["l"].cumsum().to_numpy()
     window = min(100, len(episodes))
     mean = episodes["r"].rolling(window, min_periods=window).mean().to_numpy()
-    normalised = (mean - random) / (optimal - random)
     keep = np.unique(np.linspace(window - 1, len(episodes) - 1, min(points, len(episodes) - window + 1)).astype(int))
-    return [(int(steps[i]), round(float(episodes["t"].iloc[i]), 1), round(float(normalised[i]), 4)) for i in keep]
+    return [
+        (int(steps[i]), round(float(episodes["t"].iloc[i]), 1), round(float(normalised(mean[i], optimal, random)), 4))
+        for i in keep
+    ]
 
 
 def run_cell(ladder: str, rung: str, core: str, seed: int, budget: int, out: str) -> dict:
@@ -222,29 +224,29 @@ def run_cell(ladder: str, rung: str, core: str, seed: int, budget: int, out: str
     logging.disable(logging.WARNING)  # a worker's runs log to their own files, not to the suite's progress
     data = cell_config(ladder, rung, core, seed, budget)
     parent = Path(out) / "runs" / ladder / _slug(rung) / core
-    earlier = sorted(parent.glob(f"{data['name']}-s{seed}-*"))
-    for stopped in earlier[:-1] + [p for p in earlier[-1:] if not RunDirectory(p).checkpoint_steps()]:
-        shutil.rmtree(stopped)  # stopped before its first checkpoint: nothing to resume
+    earlier = max(parent.glob(f"{data['name']}-s{seed}-*"), default=None)  # a run this cell left
+    if earlier is not None and not RunDirectory(earlier).checkpoint_steps():
+        shutil.rmtree(earlier)  # stopped before its first checkpoint: nothing to resume
+        earlier = None
     start = time.perf_counter()
-    if earlier and earlier[-1].is_dir() and (earlier[-1] / "eval.json").is_file():  # trained, not yet stored
-        run, result = RunDirectory(earlier[-1]), json.loads((earlier[-1] / "eval.json").read_text())
-    elif earlier and earlier[-1].is_dir():
+    if earlier is not None and (earlier / "eval.json").is_file():  # trained, not yet stored
+        run, result = RunDirectory(earlier), json.loads((earlier / "eval.json").read_text())
+    elif earlier is not None:
         # (its curve also counts the episodes between the checkpoint and the interruption, and its
         # steps/s the time in between)
-        run, result = train(None, resume=earlier[-1])
+        run, result = train(None, resume=earlier)
     else:
         run, result = train(config_from_dict(data), runs_root=parent)
     seconds = time.perf_counter() - start
     env_id, env_kwargs = data["env"]["id"], data["env"]["kwargs"]
     optimal, random = reference_returns(env_id, env_kwargs)
     curve = training_curve(run.root, optimal, random)
-    reached = next((point[0] for point in curve if point[2] >= SOLVED), None)
     trained_seconds = curve[-1][1] if curve else seconds
     model, _, _ = load_agent(run.root, "cpu")
     return {"env_id": env_id, "env_kwargs": env_kwargs, "parameters": sum(p.numel() for p in model.policy.core.parameters()),
             "steps": result["num_timesteps"], "seconds": round(trained_seconds, 1),
             "fps": round(result["num_timesteps"] / max(trained_seconds, 1e-9)), "eval_mean": result["mean_return"],
-            "normalised": round((result["mean_return"] - random) / (optimal - random), 4), "steps_to_solved": reached,
+            "normalised": round(normalised(result["mean_return"], optimal, random), 4), "steps_to_solved": steps_to(curve, SOLVED),
             "optimal": optimal, "random": random, "curve": curve, "run": str(run.root)}  # fmt: skip
 
 
