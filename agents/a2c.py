@@ -92,7 +92,7 @@ class RecurrentA2C(RecurrentOnPolicyAlgorithm):
         )
         advantages = batch.advantages.flatten()
         if self.normalize_advantage:
-            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+            advantages = self._normalize_advantages(advantages)
         policy_loss = -(advantages * log_prob).mean()
         value_loss = F.mse_loss(batch.returns.flatten(), values)
         entropy_loss = -torch.mean(-log_prob) if entropy is None else -torch.mean(entropy)

@@ -31,6 +31,7 @@ from stable_baselines3.common.save_util import open_path
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 from stable_baselines3.common.vec_env import VecEnv
 
+from ntm_rl import distributed
 from ntm_rl.buffers import RecurrentRolloutBuffer
 from ntm_rl.checks import check_positive_int
 from ntm_rl.cores.state import index_state
@@ -163,6 +164,7 @@ class RecurrentOnPolicyAlgorithm(OnPolicyAlgorithm):
         self._episode_returns: torch.Tensor | None = None  # of the episodes running in a device env
         self._episode_lengths: torch.Tensor | None = None
         self._finished_episodes: list[torch.Tensor] = []  # [2, n_envs] per step: returns (NaN: running), lengths
+        self._normalizer_sums: list[np.ndarray] = []  # VecNormalize statistics as all processes last agreed them
 
     def _setup_model(self) -> None:
         self._setup_lr_schedule()
@@ -179,7 +181,7 @@ class RecurrentOnPolicyAlgorithm(OnPolicyAlgorithm):
         # The rollout's recurrent state and last observations are transient, like the env.
         return [*super()._excluded_save_params(), "_last_state", "_last_obs", "_last_original_obs",
                 "_last_episode_starts", "_episode_returns", "_episode_lengths", "_finished_episodes", "last_step",
-                "rollout_episodes"]  # fmt: skip
+                "rollout_episodes", "_normalizer_sums"]  # fmt: skip
 
     def save(self, path: str | pathlib.Path | io.BufferedIOBase, exclude: Iterable[str] | None = None,
              include: Iterable[str] | None = None) -> None:  # fmt: skip
@@ -224,13 +226,32 @@ class RecurrentOnPolicyAlgorithm(OnPolicyAlgorithm):
             self._last_state = self.policy.initial_state(self.n_envs)
             self._episode_returns = torch.zeros(self.n_envs, device=self.device)
             self._episode_lengths = torch.zeros(self.n_envs, device=self.device)
+        self._normalizer_sums = [distributed.running_stats_sums(stats) for stats in self._normalizer_stats()]
         return result
+
+    def _normalizer_stats(self) -> list[Any]:
+        """VecNormalize's running statistics (none without it), which a distributed run merges."""
+        normalizer = self.get_vec_normalize_env()
+        if normalizer is None or not normalizer.training:
+            return []
+        observations = normalizer.obs_rms.values() if isinstance(normalizer.obs_rms, dict) else [normalizer.obs_rms]
+        return [
+            *(observations if normalizer.norm_obs else []),
+            *([normalizer.ret_rms] if normalizer.norm_reward else []),
+        ]
+
+    def _normalize_advantages(self, advantages: torch.Tensor) -> torch.Tensor:
+        """Advantages less their mean, over their standard deviation: those of the global minibatch,
+        in a distributed run (see :mod:`ntm_rl.distributed`)."""
+        mean, std = distributed.global_mean_std(advantages)
+        return (advantages - mean) / (std + 1e-8)
 
     def _gradient_step(self, loss: torch.Tensor) -> None:
         """Backpropagate ``loss``, clip the gradients' norm and step the optimiser, unless the loss or
         the gradients are not finite (see ``nan_policy``)."""
         self.policy.optimizer.zero_grad()
         loss.backward()
+        loss = distributed.average_gradients(self.policy.parameters(), loss)  # one all-reduce; identity alone
         norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
         if bool(torch.isfinite(loss) & torch.isfinite(norm)):  # one host sync per minibatch
             self.policy.optimizer.step()
@@ -291,7 +312,7 @@ class RecurrentOnPolicyAlgorithm(OnPolicyAlgorithm):
                 step = self._step_device_env(device_env, env_actions, next_state, reads_locals)
             else:
                 step = self._step_sb3_env(env, env_actions, next_state)
-            self.num_timesteps += env.num_envs
+            self.num_timesteps += env.num_envs * distributed.world_size()  # every process's steps
             self.last_step = RolloutStep(next_state, episode_starts)
             callback.update_locals(locals() | step.sb3_locals)
             if not callback.on_step():
@@ -303,6 +324,7 @@ class RecurrentOnPolicyAlgorithm(OnPolicyAlgorithm):
             obs, episode_starts, state = step.observation, step.episode_start, next_state
 
         self._check_rollout_finite(rollout_buffer)
+        self._normalizer_sums = distributed.merge_running_stats(self._normalizer_stats(), self._normalizer_sums)
         with torch.no_grad():
             last_values = self.policy.predict_values(obs, state, episode_starts)
         rollout_buffer.compute_returns_and_advantage(last_values, episode_starts)

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 from stable_baselines3.common.utils import FloatSchedule, explained_variance
 
+from ntm_rl import distributed
 from ntm_rl.agents.on_policy import RecurrentOnPolicyAlgorithm
 from ntm_rl.checks import check_positive_int
 from ntm_rl.cores.state import where_state
@@ -137,7 +138,7 @@ class RecurrentPPO(RecurrentOnPolicyAlgorithm):
                 )
                 advantages = batch.advantages.flatten()
                 if self.normalize_advantage and len(advantages) > 1:
-                    advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+                    advantages = self._normalize_advantages(advantages)
                 old_log_prob, old_values, returns = (x.flatten() for x in (batch.old_log_prob, batch.old_values,
                                                                              batch.returns))  # fmt: skip
 
@@ -154,6 +155,8 @@ class RecurrentPPO(RecurrentOnPolicyAlgorithm):
                 with torch.no_grad():
                     log_ratio = log_prob - old_log_prob
                     approx_kl = torch.mean((torch.exp(log_ratio) - 1) - log_ratio).item()
+                if self.target_kl is not None:  # every process stops at the same minibatch
+                    approx_kl = distributed.mean_over_processes(approx_kl)
                 pg_losses.append(policy_loss.item())
                 value_losses.append(value_loss.item())
                 entropy_losses.append(entropy_loss.item())

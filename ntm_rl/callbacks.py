@@ -4,6 +4,8 @@
 - :class:`PeriodicSave`: calls a save function every ``save_freq`` env steps, between rollouts.
 - :class:`DeviceEnvMonitor`: SB3's monitor CSV for an env that lives on the device, which the
   rollout steps directly (so no ``VecMonitor`` sees its episodes).
+- :class:`GatherEpisodes`: every process's episodes, in rank 0's monitor files and episode
+  statistics, in a distributed run.
 - :class:`MemoryMetrics`: memory-use metrics of an NTM policy, from the states a rollout computes
   anyway (no extra forward pass).
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TextIO
 
 import numpy as np
@@ -20,8 +23,10 @@ import torch
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.monitor import ResultsWriter
 
+from ntm_rl import distributed
 from ntm_rl.cores import NTMCore
 from ntm_rl.inspect.metrics import memory_metrics
+from ntm_rl.vec import TorchVecEnvToSB3
 
 
 class ProgressBar(BaseCallback):
@@ -123,6 +128,61 @@ class DeviceEnvMonitor(BaseCallback):
 
     def _on_training_end(self) -> None:
         self._writer.close()
+
+
+class GatherEpisodes(BaseCallback):
+    """In a distributed run, brings the episodes every process finished in a rollout to rank 0.
+
+    Every process runs it (the gathering is a collective at each rollout's end). Rank 0 writes
+    process ``r``'s episodes beside its own monitor file ``monitor_file`` (``x.monitor.csv``), as
+    ``x.rank<r>.monitor.csv``, which SB3's ``load_results`` reads with the rest, and counts them in
+    its episode statistics, so that ``rollout/ep_rew_mean`` and the progress line are over every
+    process's episodes.
+
+    :param monitor_file: rank 0's monitor file; ``None`` on the other processes.
+    """
+
+    reads_sb3_step_locals = False  # a device env's episodes come from the agent, an SB3 env's infos always exist
+
+    def __init__(self, monitor_file: Path | None):
+        super().__init__()
+        self.monitor_file = monitor_file
+        self._episodes: list[dict[str, float]] = []
+        self._writers: dict[int, ResultsWriter] = {}
+
+    def _on_training_start(self) -> None:
+        self._start = time.time()
+        self._device_env = isinstance(self.model.get_env(), TorchVecEnvToSB3)
+        if self.monitor_file is not None:
+            stem = self.monitor_file.name.removesuffix("monitor.csv")
+            self._writers = {
+                r: ResultsWriter(
+                    str(self.monitor_file.with_name(f"{stem}rank{r}.monitor.csv")),
+                    header={"t_start": self._start, "env_id": f"process {r}"},
+                )  # fmt: skip
+                for r in range(1, distributed.world_size())
+            }
+
+    def _on_step(self) -> bool:
+        if not self._device_env:  # VecMonitor put each finished episode in its info
+            self._episodes += [{"r": i["episode"]["r"], "l": i["episode"]["l"]} for i in self.locals["infos"]
+                               if "episode" in i]  # fmt: skip
+        return True
+
+    def _on_rollout_end(self) -> None:
+        local = self.model.rollout_episodes if self._device_env else self._episodes
+        gathered = distributed.all_gather_json([[float(e["r"]), int(e["l"])] for e in local])
+        self._episodes = []
+        now = round(time.time() - self._start, 6)
+        for rank, writer in self._writers.items():
+            episodes = [{"r": r, "l": n} for r, n in gathered[rank]]
+            for episode in episodes:
+                writer.write_row(episode | {"t": now})
+            self.model.ep_info_buffer.extend(episodes)
+
+    def _on_training_end(self) -> None:
+        for writer in self._writers.values():
+            writer.close()
 
 
 class MemoryMetrics(BaseCallback):

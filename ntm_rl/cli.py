@@ -1,7 +1,8 @@
 """The ``ntm-rl`` command: train, evaluate and inspect agents from YAML configs, list what ships.
 
-    ntm-rl train configs/tmaze_ntm.yaml [key=value ...] [--seed N] [--device cuda] [--wandb]
-    ntm-rl train --resume runs/<run>
+    ntm-rl train configs/tmaze_ntm.yaml [key=value ...] [--seed N] [--device cuda] [--wandb] [--nproc N]
+    ntm-rl train --resume runs/<run> [--nproc N]
+    ntm-rl sweep configs/tmaze_ntm.yaml --seeds 0-4 [key=a,b ...] [--workers K]
     ntm-rl eval runs/<run> [--episodes 20] [--stochastic]
     ntm-rl inspect runs/<run> [--episodes 3] [--out DIR]
     ntm-rl list
@@ -9,6 +10,10 @@
 ``--gym-packages PKG ...`` (train, eval, inspect) imports packages that register gymnasium envs
 first, as rl-zoo3's flag does, so that a config's ``env.id`` can name their ids; a config's
 ``env.packages`` does the same when it is trained (a run directory's only with the flag).
+
+``--nproc N`` trains one agent with N data-parallel processes on this machine, through
+``torch.distributed.run`` (torchrun); ``torchrun --nproc-per-node N [--nnodes M ...] -m ntm_rl.cli
+train CONFIG`` does the same across machines (see :mod:`ntm_rl.distributed`).
 
 A mistake the user can fix (an unknown key, a wrong type, a missing file, an unknown env id, CUDA
 where there is none) prints one line, ``ntm-rl: error: ...``, and exits with code 2.
@@ -20,9 +25,11 @@ import argparse
 import inspect
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
+from ntm_rl import distributed
 from ntm_rl.config import ConfigError
 from ntm_rl.registry import import_gym_packages
 
@@ -50,6 +57,16 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--wandb", action=argparse.BooleanOptionalAction, default=None,
                        help="log to wandb (offline when no API key is configured)")  # fmt: skip
     train.add_argument("--runs-root", default="runs", help="where new run directories go (default: runs)")
+    train.add_argument("--nproc", type=int, default=1, metavar="N",
+                       help="train with N data-parallel processes on this machine (torchrun; default 1)")  # fmt: skip
+
+    sweep = commands.add_parser("sweep", help="train a config for several seeds (and values), K runs at a time")
+    sweep.add_argument("config", help="YAML experiment config (see configs/)")
+    sweep.add_argument("overrides", nargs="*",
+                       help="key=value overrides; key=a,b,c trains each value (brackets keep a list whole)")  # fmt: skip
+    sweep.add_argument("--seeds", default="0-2", help="seeds, as 0-4 or 0,3,7 (default: 0-2)")
+    sweep.add_argument("--workers", type=int, default=1, metavar="K", help="runs at a time, one process each")
+    sweep.add_argument("--runs-root", default="runs", help="where the run directories go (default: runs)")
 
     evaluate = commands.add_parser("eval", help="evaluate a trained agent")
     evaluate.add_argument("target", metavar="RUN_OR_MODEL", help="a run directory or a model .zip inside one")
@@ -65,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     look.add_argument("--stochastic", action="store_true", help="as for eval")
     look.add_argument("--device", default="auto")
 
-    for command in (train, evaluate, look):
+    for command in (train, sweep, evaluate, look):
         command.add_argument("--gym-packages", nargs="+", default=[], metavar="PKG",
                              help="import these packages first (they register gymnasium envs the config names)")  # fmt: skip
 
@@ -77,7 +94,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
     # argparse fills a positional list only once, so overrides written after a flag come back unknown.
-    if unknown and args.command == "train" and all("=" in arg and not arg.startswith("-") for arg in unknown):
+    if (
+        unknown
+        and args.command in ("train", "sweep")
+        and all("=" in arg and not arg.startswith("-") for arg in unknown)
+    ):
         args.overrides = [*args.overrides, *unknown]
     elif unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
@@ -86,16 +107,19 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         import_gym_packages(getattr(args, "gym_packages", []), "--gym-packages")
-        {"train": _train, "eval": _eval, "inspect": _inspect, "list": _list}[args.command](args)
+        commands = {"train": _train, "sweep": _sweep, "eval": _eval, "inspect": _inspect, "list": _list}
+        return commands[args.command](args) or 0
     except (ConfigError, NonFiniteError, OSError) as error:  # OSError: a path that cannot be read or written
         sys.stderr.write(f"ntm-rl: error: {error}\n")
         return 2
+    except distributed.LostProcessError as error:  # another process of the run is gone
+        sys.stderr.write(f"ntm-rl: error: {error}\n")
+        return 1
     except KeyboardInterrupt:
         sys.stderr.write(
             "\nntm-rl: interrupted; `ntm-rl train --resume RUN_DIR` continues the run (its directory is logged at the start) from its newest checkpoint.\n"
         )
         return 130
-    return 0
 
 
 def _positive(name: str, value: int | None) -> None:
@@ -103,24 +127,84 @@ def _positive(name: str, value: int | None) -> None:
         raise ConfigError(f"{name} must be at least 1, got {value}.")
 
 
-def _train(args: argparse.Namespace) -> None:
+def _train(args: argparse.Namespace) -> int | None:
     from ntm_rl.config import load_config
     from ntm_rl.experiment import train
 
+    _positive("--nproc", args.nproc)
+    if args.resume is not None and (args.config is not None or args.seed is not None):
+        raise ConfigError("--resume continues a run with its saved config: drop CONFIG, overrides and --seed.")
+    if args.resume is None and args.config is None:
+        raise ConfigError("train needs a CONFIG file (see `ntm-rl list`) or --resume RUN_DIR.")
+    if args.nproc > 1:
+        return _launch(args)
     if args.resume is not None:
-        if args.config is not None or args.seed is not None:
-            raise ConfigError("--resume continues a run with its saved config: drop CONFIG, overrides and --seed.")
         run, result = train(None, resume=args.resume, wandb=args.wandb, device=args.device)
     else:
-        if args.config is None:
-            raise ConfigError("train needs a CONFIG file (see `ntm-rl list`) or --resume RUN_DIR.")
         overrides = list(args.overrides)
         overrides += [f"device={args.device}"] if args.device is not None else []
         overrides += [f"seed={args.seed}"] if args.seed is not None else []
         run, result = train(load_config(args.config, overrides), runs_root=args.runs_root, wandb=args.wandb)
+    if not result:  # a distributed run's other processes: rank 0 reports
+        return None
     print(f"evaluation: mean return {result['mean_return']:.4g} +- {result['std_return']:.3g} over "
           f"{result['episodes']} episodes after {result['num_timesteps']:,} env steps")  # fmt: skip
     print(f"run written to {run.root}")
+    return None
+
+
+def _launch(args: argparse.Namespace) -> int:
+    """``train --nproc N``: the same command in N processes started by ``torch.distributed.run``,
+    with a one-line report of the first process that failed."""
+    import tempfile
+
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import parse_args, run
+
+    from ntm_rl.config import load_config
+    from ntm_rl.experiment import RUN_DIR_HINT
+    from ntm_rl.runs import RunDirectory
+
+    if distributed.launched():
+        raise ConfigError("--nproc starts the processes itself; under torchrun give --nproc-per-node to torchrun.")
+    # The mistakes one process can find are found before N start.
+    _ = RunDirectory.find(args.resume).config if args.resume is not None else load_config(args.config, args.overrides)
+    command = [*([args.config, *args.overrides] if args.resume is None else ["--resume", args.resume]),
+               *(["--device", args.device] if args.device else []), *(["--seed", str(args.seed)] if args.seed is not None else []),
+               *([] if args.wandb is None else ["--wandb" if args.wandb else "--no-wandb"]),
+               "--runs-root", args.runs_root, *(["--gym-packages", *args.gym_packages] if args.gym_packages else [])]  # fmt: skip
+    with tempfile.TemporaryDirectory() as scratch:
+        hint = Path(scratch) / "run_dir"
+        os.environ[RUN_DIR_HINT] = str(hint)
+        try:
+            run(
+                parse_args(["--standalone", "--nproc-per-node", str(args.nproc), "-m", "ntm_rl.cli", "train", *command])
+            )
+        except ChildFailedError as error:
+            rank, failure = error.get_first_failure()
+            how = (
+                f"was killed by {failure.signal_name()}"
+                if failure.exitcode < 0
+                else f"exited with code {failure.exitcode}"
+            )
+            where = hint.read_text() if hint.exists() else args.resume
+            resume = (f"; `ntm-rl train --resume {where} --nproc {args.nproc}` continues from its newest whole checkpoint"
+                      if where else "")  # fmt: skip
+            sys.stderr.write(f"ntm-rl: error: process {rank} of {args.nproc} (pid {failure.pid}) {how}, so the run "
+                             f"stopped{resume}.\n")  # fmt: skip
+            return 1
+        finally:
+            del os.environ[RUN_DIR_HINT]
+    return 0
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from ntm_rl.sweep import expand_grid, parse_seeds, run_sweep
+
+    _positive("--workers", args.workers)
+    results = run_sweep(args.config, expand_grid(args.overrides), parse_seeds(args.seeds), args.workers,
+                        args.runs_root, report=print)  # fmt: skip
+    return 0 if all(r["error"] is None for r in results) else 1
 
 
 def _eval(args: argparse.Namespace) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import pickle  # only for its exception type: nothing here unpickles
 import shutil
 import warnings
@@ -21,16 +22,33 @@ from gymnasium import spaces
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.logger import CSVOutputFormat, Logger, TensorBoardOutputFormat
 from stable_baselines3.common.preprocessing import is_image_space
+from stable_baselines3.common.utils import set_random_seed
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecMonitor, VecNormalize
 
+from ntm_rl import distributed
 from ntm_rl.agents.on_policy import RecurrentOnPolicyAlgorithm
-from ntm_rl.callbacks import DeviceEnvMonitor, MemoryMetrics, PeriodicSave, ProgressBar
-from ntm_rl.config import SCHEDULE_KEYS, ConfigError, ExperimentConfig, env_wrappers, parse_schedule
+from ntm_rl.callbacks import DeviceEnvMonitor, GatherEpisodes, MemoryMetrics, PeriodicSave, ProgressBar
+from ntm_rl.config import (
+    SCHEDULE_KEYS,
+    ConfigError,
+    ExperimentConfig,
+    config_from_dict,
+    env_wrappers,
+    parse_schedule,
+)
 from ntm_rl.cores import NTMCore
 from ntm_rl.inspect import plot_heads, plot_weightings, record_episodes
 from ntm_rl.registry import ALGORITHMS, ATARI_ID, env_class, resolve_device
-from ntm_rl.runs import RESUMABLE_KEYS, DamagedError, RunDirectory, RunLock, changed_keys, read_manifest
-from ntm_rl.serialization import ACTIVATIONS, load_npz, normalizer_arrays, restore_normalizer, restore_rng
+from ntm_rl.runs import RESUMABLE_KEYS, DamagedError, RunDirectory, RunLock, changed_keys, read_manifest, rng_file
+from ntm_rl.serialization import (
+    ACTIVATIONS,
+    load_npz,
+    normalizer_arrays,
+    npz_bytes,
+    restore_normalizer,
+    restore_rng,
+    rng_arrays,
+)
 from ntm_rl.tracking import WandbOutputFormat, finish_wandb, log_to_wandb, start_wandb
 from ntm_rl.vec import TorchVecEnvToSB3
 
@@ -107,6 +125,8 @@ def train(config: ExperimentConfig | None, runs_root: str | Path = "runs", resum
     """
     if (config is None) == (resume is None):
         raise ConfigError("give exactly one of a config to train and a run directory to resume.")
+    if distributed.launched():
+        return _train_distributed(config, runs_root, resume, wandb, device)
     if resume is not None:
         run = RunDirectory.find(resume)
         config = run.config
@@ -120,15 +140,57 @@ def train(config: ExperimentConfig | None, runs_root: str | Path = "runs", resum
         return run, _train_in(run, config, resume is not None, device, wandb)
 
 
+RUN_DIR_HINT = "NTM_RL_RUN_DIR_FILE"
+"""An environment variable naming a file where rank 0 of a distributed run writes its run directory."""
+
+
+def _train_distributed(config: ExperimentConfig | None, runs_root: str | Path, resume: str | Path | None,
+                       wandb: bool | None, device: str | None) -> tuple[RunDirectory, dict[str, Any]]:  # fmt: skip
+    """:func:`train` in one of ``torchrun``'s processes (see :mod:`ntm_rl.distributed`).
+
+    Rank 0 reads the config (or the run's, to resume), makes the run directory and sends both to
+    the others, so that every process trains the same config; it alone writes to the run
+    directory. The others read a checkpoint to resume from it (on several machines, the run
+    directory must be on a file system they share). The others' result is ``{}``.
+    """
+    distributed.init_process_group()
+    try:
+        run = None
+        if distributed.rank() == 0:
+            if resume is not None:
+                run = RunDirectory.find(resume)
+                config = run.config
+            else:
+                run = RunDirectory.create(config, runs_root)
+            logger.info("run directory: %s (%d processes)", run.root, distributed.world_size())
+            if hint := os.environ.get(RUN_DIR_HINT):  # for `ntm-rl train --nproc`'s messages
+                Path(hint).write_text(str(run.root))
+        setup = distributed.broadcast_json(None if run is None else {"config": config.to_dict(), "root": str(run.root)})
+        if run is None:
+            config = config_from_dict(setup["config"], import_packages=resume is None)
+            run = RunDirectory(setup["root"])
+        device = distributed.process_device(resolve_device(device or config.device))
+        if config.torch_threads is not None:
+            torch.set_num_threads(config.torch_threads)
+        if distributed.rank() != 0:
+            return run, _train_in(run, config, resume is not None, device, wandb)
+        with RunLock(run.lock_file):
+            return run, _train_in(run, config, resume is not None, device, wandb)
+    finally:
+        distributed.destroy_process_group()
+
+
 def _train_in(run: RunDirectory, config: ExperimentConfig, resuming: bool, device: torch.device,
               wandb: bool | None) -> dict[str, Any]:  # fmt: skip
-    """:func:`train`, once the run directory is known and locked."""
+    """:func:`train`, once the run directory is known and locked (by rank 0, in a distributed run)."""
+    rank, processes = distributed.rank(), distributed.world_size()
+    writer = rank == 0  # the one process that writes the run directory
     resumed = None
     if resuming:
-        for leftover in [*run.root.glob("*.tmp"), *run.checkpoints.glob("*/*.tmp")]:  # writes a kill interrupted
-            leftover.unlink()
+        for leftover in [*run.root.glob("*.tmp"), *run.checkpoints.glob("*/*.tmp")] if writer else []:
+            leftover.unlink()  # writes a kill interrupted
         resumed = _newest_loadable_checkpoint(run, config, device)
-        if resumed is None:
+        if resumed is None and writer:
             logger.warning("%s has no checkpoint yet: training starts from step 0.", run.root)
     resumed_at = 0 if resumed is None else resumed[0].num_timesteps
     # A resumed attempt keeps its episodes (and progress) in files of its own, so that the earlier
@@ -140,52 +202,64 @@ def _train_in(run: RunDirectory, config: ExperimentConfig, resuming: bool, devic
             attempt += 1
             suffix = f"-resumed-{resumed_at}-{attempt}"
     monitor_file = run.root / f"{suffix[1:]}.monitor.csv" if resuming else run.monitor_file
+    # Process r's env i plays what a single env seeded seed + r * n_envs + i plays.
+    env_seed = config.seed + rank * config.env.n_envs
     try:
-        env = make_env(config, config.env.n_envs, device, monitor_file=monitor_file)
+        env = make_env(config, config.env.n_envs, device, monitor_file=monitor_file if writer else None)
         if resumed is not None:
             model, statistics, rng = resumed
             if isinstance(env, VecNormalize):  # the statistics the run had, in the fresh envs' VecNormalize
                 restore_normalizer(env, statistics)
             model.set_env(env)
             restore_rng(rng)
-            env.seed(config.seed + resumed_at)  # fresh episodes, not a replay of the first ones
-            logger.info("resuming %s at %d env steps", run.root, resumed_at)
+            env.seed(env_seed + resumed_at)  # fresh episodes, not a replay of the first ones
+            if writer:
+                logger.info("resuming %s at %d env steps", run.root, resumed_at)
         else:
             model = make_model(config, env, device)
+            if rank > 0:  # the same initial weights (seeded alike), but episodes and samples of its own
+                set_random_seed(env_seed)
+                env.seed(env_seed)
+        distributed.broadcast_module(model.policy)
     except BaseException:  # a bad setting, or anything else before training starts
-        if not resuming:  # nothing was trained: leave no empty run behind
+        if not resuming and writer:  # nothing was trained: leave no empty run behind
             shutil.rmtree(run.root)
         raise
 
-    outputs = [CSVOutputFormat(str(run.root / f"progress{suffix}.csv"))]
-    if config.logging.tensorboard:
+    outputs = [CSVOutputFormat(str(run.root / f"progress{suffix}.csv"))] if writer else []
+    if config.logging.tensorboard and writer:
         outputs.append(TensorBoardOutputFormat(str(run.root / "tensorboard")))
     wandb_output = None
-    use_wandb = config.logging.wandb if wandb is None else wandb
+    use_wandb = (config.logging.wandb if wandb is None else wandb) and writer
     if use_wandb:
         wandb_run = start_wandb(config.logging.wandb_project, run.root.name, run.root, config.to_dict(),
                                 config.logging.wandb_mode)  # fmt: skip
         if wandb_run is not None:
             wandb_output = WandbOutputFormat(wandb_run)
             outputs.append(wandb_output)
-    model.set_logger(Logger(str(run.root), outputs))
+    model.set_logger(Logger(str(run.root) if writer else None, outputs))
 
-    callbacks = [PeriodicSave(config.checkpoint_freq, lambda: run.save_checkpoint(model, config))]
-    if isinstance(env, TorchVecEnvToSB3):
+    callbacks = [PeriodicSave(config.checkpoint_freq, lambda: save_checkpoint(run, model, config))]
+    if processes > 1:
+        callbacks.append(GatherEpisodes(monitor_file if writer else None))
+    if isinstance(env, TorchVecEnvToSB3) and writer:
         callbacks.append(DeviceEnvMonitor(str(monitor_file)))
-    if config.logging.memory_metrics_freq:
+    if config.logging.memory_metrics_freq and writer:
         callbacks.append(MemoryMetrics(config.logging.memory_metrics_freq))
-    if config.logging.progress_bar:
+    if config.logging.progress_bar and writer:
         callbacks.append(ProgressBar(config.total_timesteps))
     try:
         model.learn(max(config.total_timesteps - model.num_timesteps, 0), callback=callbacks,
                     log_interval=config.logging.log_interval, reset_num_timesteps=not resumed_at)  # fmt: skip
-        run.save_checkpoint(model, config)
+        save_checkpoint(run, model, config)
+        if not writer:
+            return {}
         run.save_final(model, config)
 
         statistics = None if model.get_vec_normalize_env() is None else normalizer_arrays(model.get_vec_normalize_env())
         result = evaluate(model, config, statistics, config.eval.episodes, config.eval.deterministic, device)
-        result |= {"model": str(run.final_model), "num_timesteps": model.num_timesteps, "resumed_at": resumed_at}
+        result |= {"model": str(run.final_model), "num_timesteps": model.num_timesteps, "resumed_at": resumed_at,
+                   "processes": processes}  # fmt: skip
         run.eval_file.write_text(json.dumps(result, indent=2))
         log_to_wandb(wandb_output, {"eval/mean_return": result["mean_return"]}, model.num_timesteps)
         if isinstance(model.policy.core, NTMCore):
@@ -200,12 +274,26 @@ def _train_in(run: RunDirectory, config: ExperimentConfig, resuming: bool, devic
     return result
 
 
+def save_checkpoint(run: RunDirectory, model: RecurrentOnPolicyAlgorithm, config: ExperimentConfig) -> None:
+    """Checkpoint ``model`` in ``run`` with every process's RNG states: in a distributed run every
+    process calls this at the same step, and rank 0 writes."""
+    rng_states = distributed.all_gather_bytes(npz_bytes(rng_arrays()))
+    if distributed.rank() == 0:
+        run.save_checkpoint(model, config, rng_states)
+
+
 def _newest_loadable_checkpoint(run: RunDirectory, config: ExperimentConfig, device: torch.device):
     """What :func:`load_snapshot` returns for the newest checkpoint that is whole and loads, or
     ``None`` if the run never saved one. A config edited since the checkpoint in more than
     :data:`RESUMABLE_KEYS` is refused."""
 
     def unchanged(snapshot: Path, manifest: dict[str, Any]) -> None:
+        trained_by, processes = manifest.get("world_size", 1), distributed.world_size()
+        if trained_by != processes:
+            raise ConfigError(
+                f"{snapshot} was trained by {trained_by} process(es), and this resume has {processes}; resume with "
+                f"--nproc {trained_by} (each process's envs and random state continue from the checkpoint)."
+            )
         changed = [key for key in changed_keys(manifest["config"], config.to_dict())
                    if key.split(".")[0] not in RESUMABLE_KEYS]  # fmt: skip
         if changed:
@@ -268,7 +356,7 @@ def load_snapshot(config: ExperimentConfig, snapshot: Path, device: torch.device
     try:
         model = ALGORITHMS[config.algo].load(snapshot / "model.zip", device=device)
         statistics = load_npz(snapshot / "vecnormalize.npz") if config.env.normalize else None
-        rng = load_npz(snapshot / "rng.npz")
+        rng = load_npz(snapshot / rng_file(distributed.rank()))
     except (ValueError, KeyError, OSError, EOFError, RuntimeError, zipfile.BadZipFile, pickle.UnpicklingError) as error:
         message = " ".join(str(error).split())  # torch's refusals run over several lines
         raise DamagedError(f"could not load the agent in {snapshot}: {type(error).__name__}: {message[:300]}") from None

@@ -9,7 +9,8 @@ A run directory holds everything one run produced::
       checkpoints/step_N/      the agent at N env steps:
         model.zip                SB3's zip (loads with RecurrentPPO.load), with ntm_rl.json
         vecnormalize.npz         VecNormalize statistics (normalised envs only)
-        rng.npz                  the random generators' states
+        rng.npz                  the random generators' states (rng_rank<r>.npz: process r's, in a
+                                 distributed run; its manifest holds the number of processes)
         manifest.json            written last: N, the config trained with, each file's SHA-256
       model.zip, vecnormalize.npz, rng.npz, manifest.json   the final agent, laid out the same way
       monitor.csv, progress.csv (resumed attempts: resumed-N[-k].monitor.csv, progress-resumed-N[-k].csv)
@@ -54,6 +55,11 @@ RESUMABLE_KEYS = ("total_timesteps", "logging", "device", "torch_threads", "chec
 _CHECKPOINT_NAME = re.compile(r"step_(\d+)")
 
 
+def rng_file(rank: int) -> str:
+    """The name of process ``rank``'s RNG states in a snapshot."""
+    return "rng.npz" if rank == 0 else f"rng_rank{rank}.npz"
+
+
 class DamagedError(ConfigError):
     """A checkpoint or saved model whose files do not match its manifest (or that has none)."""
 
@@ -84,14 +90,16 @@ def is_finite(model: RecurrentOnPolicyAlgorithm) -> bool:
     return bool(torch.stack(checks).all()) if checks else True  # one host sync
 
 
-def write_snapshot(directory: Path, files: dict[str, bytes], num_timesteps: int, config: ExperimentConfig) -> None:
+def write_snapshot(directory: Path, files: dict[str, bytes], num_timesteps: int, config: ExperimentConfig,
+                   world_size: int = 1) -> None:  # fmt: skip
     """Write ``files`` into ``directory``, then (last) a manifest of their SHA-256 sums, the step
-    count and the config: a snapshot without a whole manifest is never read."""
+    count, the config and the number of processes that trained it: a snapshot without a whole
+    manifest is never read."""
     directory.mkdir(parents=True, exist_ok=True)
     (directory / MANIFEST).unlink(missing_ok=True)
     for name, data in files.items():
         atomic_write(directory / name, data)
-    manifest = {"format": FORMAT, "num_timesteps": num_timesteps, "config": config.to_dict(),
+    manifest = {"format": FORMAT, "num_timesteps": num_timesteps, "config": config.to_dict(), "world_size": world_size,
                 "files": {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}}  # fmt: skip
     atomic_write(directory / MANIFEST, json.dumps(manifest, indent=1).encode())
 
@@ -166,9 +174,13 @@ class RunDirectory:
         names = (_CHECKPOINT_NAME.fullmatch(p.name) for p in self.checkpoints.iterdir())
         return sorted(int(m[1]) for m in names if m and (self.checkpoints / m[0] / MANIFEST).is_file())
 
-    def save_checkpoint(self, model: RecurrentOnPolicyAlgorithm, config: ExperimentConfig) -> Path:
+    def save_checkpoint(self, model: RecurrentOnPolicyAlgorithm, config: ExperimentConfig,
+                        rng_states: list[bytes] | None = None) -> Path:  # fmt: skip
         """Checkpoint the agent, its normalisation statistics and the RNG states (and ``config``, which
         it was trained with); keep the newest ``config.keep_checkpoints``.
+
+        ``rng_states``: each process's RNG states as NPZ bytes, in rank order, in a distributed run
+        (``None``: this process's).
 
         A model with a non-finite weight or optimiser state is not written
         (:class:`~ntm_rl.agents.NonFiniteError`), so that the checkpoints on disk stay usable.
@@ -178,7 +190,8 @@ class RunDirectory:
             raise NonFiniteError(f"the agent's weights or optimiser state are not finite at {steps} env steps; "
                                  "nothing was saved, and the checkpoints on disk are the last finite ones.")  # fmt: skip
         self.checkpoints.mkdir(exist_ok=True)  # a user may have deleted it
-        write_snapshot(self.checkpoint_dir(steps), self._agent_files(model), steps, config)
+        files = self._agent_files(model, rng_states)
+        write_snapshot(self.checkpoint_dir(steps), files, steps, config, len(rng_states or [None]))
         for old in self.checkpoint_steps()[: -config.keep_checkpoints]:
             shutil.rmtree(self.checkpoint_dir(old))
         for partial in self.checkpoints.glob("step_*"):  # saves a kill interrupted
@@ -191,8 +204,9 @@ class RunDirectory:
         write_snapshot(self.root, self._agent_files(model), model.num_timesteps, config)
 
     @staticmethod
-    def _agent_files(model: RecurrentOnPolicyAlgorithm) -> dict[str, bytes]:
-        files = {"model.zip": model_bytes(model), "rng.npz": npz_bytes(rng_arrays())}
+    def _agent_files(model: RecurrentOnPolicyAlgorithm, rng_states: list[bytes] | None = None) -> dict[str, bytes]:
+        rng_states = rng_states or [npz_bytes(rng_arrays())]
+        files = {"model.zip": model_bytes(model)} | {rng_file(r): data for r, data in enumerate(rng_states)}
         normalizer = model.get_vec_normalize_env()
         if normalizer is not None:
             files["vecnormalize.npz"] = npz_bytes(normalizer_arrays(normalizer))
