@@ -221,12 +221,15 @@ class RecurrentOnPolicyAlgorithm(OnPolicyAlgorithm):
                      tb_log_name: str = "run", progress_bar: bool = False):  # fmt: skip
         if self._last_obs is None or reset_num_timesteps:
             self._last_state = None
+        # VecNormalize's statistics before the reset below counts its first observations: the same in
+        # every process of a distributed run (fresh or restored), so the sums all processes start from.
+        self._normalizer_sums = [distributed.running_stats_sums(stats) for stats in self._normalizer_stats()]
         result = super()._setup_learn(total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar)
+        self._normalizer_sums = distributed.merge_running_stats(self._normalizer_stats(), self._normalizer_sums)
         if self._last_state is None:  # the env was reset: so are the state and the episode statistics
             self._last_state = self.policy.initial_state(self.n_envs)
             self._episode_returns = torch.zeros(self.n_envs, device=self.device)
             self._episode_lengths = torch.zeros(self.n_envs, device=self.device)
-        self._normalizer_sums = [distributed.running_stats_sums(stats) for stats in self._normalizer_stats()]
         return result
 
     def _normalizer_stats(self) -> list[Any]:
@@ -276,7 +279,7 @@ class RecurrentOnPolicyAlgorithm(OnPolicyAlgorithm):
             found = _first_nonfinite(values)
             if found is not None:
                 step, env = found
-                first = self.num_timesteps - buffer.n_steps * buffer.n_envs
+                first = self.num_timesteps - buffer.n_steps * buffer.n_envs * distributed.world_size()
                 raise NonFiniteError(
                     f"non-finite {what} from env {env} at step {step} of the rollout of env steps {first} to "
                     f"{self.num_timesteps}; fix the env, or clip or normalise what it returns."

@@ -188,6 +188,7 @@ def _launch(args: argparse.Namespace) -> int:
                 else f"exited with code {failure.exitcode}"
             )
             where = hint.read_text() if hint.exists() else args.resume
+            where = where if where and Path(where).is_dir() else None  # a run that never started is removed
             resume = (f"; `ntm-rl train --resume {where} --nproc {args.nproc}` continues from its newest whole checkpoint"
                       if where else "")  # fmt: skip
             sys.stderr.write(f"ntm-rl: error: process {rank} of {args.nproc} (pid {failure.pid}) {how}, so the run "
@@ -203,7 +204,7 @@ def _sweep(args: argparse.Namespace) -> int:
 
     _positive("--workers", args.workers)
     results = run_sweep(args.config, expand_grid(args.overrides), parse_seeds(args.seeds), args.workers,
-                        args.runs_root, report=print)  # fmt: skip
+                        args.runs_root, report=print, gym_packages=args.gym_packages)  # fmt: skip
     return 0 if all(r["error"] is None for r in results) else 1
 
 

@@ -48,19 +48,20 @@ class LostProcessError(RuntimeError):
 
 
 def _collective(function: F) -> F:
-    """Report a collective that failed as a :class:`LostProcessError`, in one line."""
+    """Report a collective that failed (gloo and NCCL raise ``RuntimeError`` when a peer is gone)
+    as a :class:`LostProcessError`, in one line that keeps the cause."""
 
     @functools.wraps(function)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return function(*args, **kwargs)
         except (RuntimeError, dist.DistError) as error:
-            if not is_distributed() or isinstance(error, LostProcessError):
+            if not is_distributed() or isinstance(error, LostProcessError | torch.OutOfMemoryError):
                 raise
-            cause = " ".join(str(error).split())[:200]
+            cause = " ".join(str(error).split())[:300]
             raise LostProcessError(
-                f"process {rank()} of {world_size()} lost the others of its distributed run in {function.__name__} "
-                f"({cause}); the first process to fail says why."
+                f"process {rank()} of {world_size()}: {function.__name__} failed ({cause}); if another process of "
+                "the run died, its own message says why."
             ) from None
 
     return wrapper  # type: ignore[return-value]
@@ -160,16 +161,19 @@ def broadcast_module(module: torch.nn.Module, src: int = 0) -> None:
 def average_gradients(parameters: Iterable[torch.nn.Parameter], loss: torch.Tensor) -> torch.Tensor:
     """Average the gradients of ``parameters`` over the processes, in place, with one all-reduce;
     return the mean of ``loss`` over the processes (NaN if any process's is not finite, so that
-    every process makes the same decision about the step)."""
+    every process makes the same decision about the step). A parameter that no process used keeps
+    no gradient, as alone, so that the optimiser skips it."""
     if not is_distributed():
         return loss
     parameters = [p for p in parameters if p.requires_grad]
     grads = [torch.zeros_like(p) if p.grad is None else p.grad for p in parameters]
-    flat = torch.cat([*(g.reshape(-1) for g in grads), loss.detach().reshape(1)])
+    used = loss.new_tensor([p.grad is not None for p in parameters])
+    flat = torch.cat([*(g.reshape(-1) for g in grads), used, loss.detach().reshape(1)])
     dist.all_reduce(flat)
     flat /= world_size()
-    for parameter, average in zip(parameters, flat[:-1].split([p.numel() for p in parameters]), strict=True):
-        parameter.grad = average.view_as(parameter)
+    averages = flat[: -1 - len(parameters)].split([p.numel() for p in parameters])
+    for parameter, average, anyone in zip(parameters, averages, flat[-1 - len(parameters) : -1].tolist(), strict=True):
+        parameter.grad = average.view_as(parameter) if anyone > 0 else None
     return flat[-1]
 
 

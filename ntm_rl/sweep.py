@@ -72,13 +72,15 @@ def expand_grid(overrides: list[str]) -> list[list[str]]:
 
 
 def run_sweep(config_path: str | Path, grid: list[list[str]], seeds: list[int], workers: int = 1,
-              runs_root: str | Path = "runs", report: Callable[[str], None] = print) -> list[dict[str, Any]]:  # fmt: skip
+              runs_root: str | Path = "runs", report: Callable[[str], None] = print,
+              gym_packages: list[str] = ()) -> list[dict[str, Any]]:  # fmt: skip
     """Train ``config_path`` once per combination in ``grid`` and seed, ``workers`` runs at a time.
 
     Every run's config is checked before the first starts. A run that fails is reported and the
     others go on. Writes ``<runs_root>/sweep-<name>-<time>.csv`` (one row per run) and reports, per
     combination, the mean and standard deviation of the final evaluation over the seeds.
 
+    :param gym_packages: packages each worker imports first (``--gym-packages``: they register envs).
     :return: one dict per run: ``overrides``, ``seed``, ``run``, ``mean_return``, ``error``.
     """
     cells = [(overrides, seed) for overrides in grid for seed in seeds]
@@ -91,7 +93,9 @@ def run_sweep(config_path: str | Path, grid: list[list[str]], seeds: list[int], 
     context = multiprocessing.get_context("spawn")  # a fresh interpreter per worker: no forked torch threads
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         futures = {
-            pool.submit(_train_one, str(config_path), [*overrides, f"seed={seed}"], str(runs_root), threads): (
+            pool.submit(
+                _train_one, str(config_path), [*overrides, f"seed={seed}"], str(runs_root), threads, list(gym_packages)
+            ): (
                 overrides,
                 seed,
             )
@@ -127,12 +131,15 @@ def run_sweep(config_path: str | Path, grid: list[list[str]], seeds: list[int], 
     return results
 
 
-def _train_one(config_path: str, overrides: list[str], runs_root: str, threads: int) -> dict[str, Any]:
-    """One run of the sweep, in a worker process."""
+def _train_one(config_path: str, overrides: list[str], runs_root: str, threads: int,
+               gym_packages: list[str]) -> dict[str, Any]:  # fmt: skip
+    """One run of the sweep, in a worker process (a fresh interpreter: it imports the env packages itself)."""
     from ntm_rl.agents import NonFiniteError
     from ntm_rl.experiment import train
+    from ntm_rl.registry import import_gym_packages
 
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    import_gym_packages(gym_packages, "--gym-packages")
     config = load_config(config_path, overrides)
     extra = [] if config.torch_threads is not None else [f"torch_threads={threads}"]
     config = load_config(config_path, [*overrides, *extra, "logging.progress_bar=false"])

@@ -24,6 +24,7 @@ import torch.multiprocessing as mp
 import yaml
 from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.running_mean_std import RunningMeanStd
+from stable_baselines3.common.vec_env import VecMonitor, VecNormalize
 
 from ntm_rl import distributed
 from ntm_rl.agents import RecurrentA2C, RecurrentPPO
@@ -81,6 +82,12 @@ def _process(rank: int, store: str, algo_name: str) -> None:
         for got, want in zip((p.grad for p in half.policy.parameters()), expected, strict=True):
             torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
 
+        # A parameter no process used keeps no gradient (the optimiser skips it, as alone).
+        used, unused = torch.nn.Parameter(torch.ones(2)), torch.nn.Parameter(torch.ones(3))
+        (used * (rank + 1)).sum().backward()
+        assert distributed.average_gradients([used, unused], torch.tensor(float(rank))) == 0.5
+        assert torch.equal(used.grad, torch.full((2,), 1.5)) and unused.grad is None
+
         # Running statistics: each process adds its own samples to a shared start.
         samples = np.arange(12.0).reshape(6, 2) * (rank + 1)
         stats = RunningMeanStd(shape=(2,))
@@ -94,6 +101,16 @@ def _process(rank: int, store: str, algo_name: str) -> None:
         np.testing.assert_allclose(stats.mean, reference.mean, rtol=1e-9)
         np.testing.assert_allclose(stats.var, reference.var, rtol=1e-9)
         assert stats.count == pytest.approx(reference.count)
+
+        # Through an agent: each process's envs play their own episodes, and after every rollout
+        # both hold the statistics of all the observations (2 x 2 first ones, then 128 steps).
+        env = VecNormalize(VecMonitor(TorchVecEnvToSB3(TMaze(num_envs=2, corridor_length=3))))
+        agent = RecurrentPPO("MlpPolicy", env, n_steps=16, seed=0, device="cpu",
+                             policy_kwargs=dict(core="gru", core_kwargs=dict(hidden_size=8)))  # fmt: skip
+        env.seed(100 * rank)
+        agent.learn(128)
+        means = distributed.all_gather_json(env.obs_rms.mean.tolist())
+        assert means[0] == means[1] and env.obs_rms.count == pytest.approx(4 + 128, abs=1e-3)
 
         assert distributed.all_gather_json({"rank": rank}) == [{"rank": 0}, {"rank": 1}]
         assert distributed.broadcast_json("from 0" if rank == 0 else None) == "from 0"
@@ -117,7 +134,10 @@ def _cli(*args: str, cwd: Path, timeout: float = 240) -> subprocess.CompletedPro
 
 
 def test_train_with_two_processes_writes_one_run_and_resumes_with_the_same_count(tmp_path, capsys):
-    done = _cli("train", str(_config(tmp_path, total_timesteps=1024)), "--nproc", "2", cwd=tmp_path)
+    # With VecNormalize, whose statistics the processes merge, and episodes that reach rank 0 through
+    # SB3's VecMonitor (a bare device env's come from the agent: the test below).
+    config = _config(tmp_path, total_timesteps=1024, env=TINY["env"] | {"normalize": True})
+    done = _cli("train", str(config), "--nproc", "2", cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "evaluation: mean return" in done.stdout
     (root,) = (tmp_path / "runs").iterdir()
@@ -125,8 +145,12 @@ def test_train_with_two_processes_writes_one_run_and_resumes_with_the_same_count
     # Rank 0 alone wrote it: one progress file, one set of checkpoints, no lock left.
     assert sorted(p.name for p in root.iterdir()) == [
         "checkpoints", "config.yaml", "eval.json", "manifest.json", "model.zip", "monitor.csv", "plots",
-        "progress.csv", "rank1.monitor.csv", "rng.npz",
+        "progress.csv", "rank1.monitor.csv", "rng.npz", "vecnormalize.npz",
     ]  # fmt: skip
+    # Every process's observations, counted once: 2 x 4 first observations, then 1024 steps.
+    statistics = load_npz(root / "vecnormalize.npz")
+    assert statistics["obs_rms/count"] == pytest.approx(8 + 1024, abs=1e-3)
+    assert statistics["ret_rms/count"] == pytest.approx(1024, abs=1e-3)
     # Rank 0 wrote every process's random state and episodes; steps count both processes'.
     for step in run.checkpoint_steps():
         manifest = read_manifest(run.checkpoint_dir(step))
@@ -151,6 +175,7 @@ def test_train_with_two_processes_writes_one_run_and_resumes_with_the_same_count
     resumed = _cli("train", "--resume", str(root), "--nproc", "2", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert run.checkpoint_steps()[-1] == 1536
+    assert load_npz(root / "vecnormalize.npz")["obs_rms/count"] == pytest.approx(1032 + 8 + 512, abs=1e-3)
     assert (root / "resumed-1024.rank1.monitor.csv").is_file()
 
 
