@@ -233,6 +233,16 @@ def merge_running_stats(stats: list[RunningMeanStd], baselines: list[np.ndarray]
     return merged
 
 
+@_collective
+def leave_process_group() -> None:
+    """Leave the process group once every process is done with it: a barrier first, so that no
+    process tears its connections down while another still uses them."""
+    if is_distributed():
+        dist.barrier()
+    destroy_process_group()
+
+
 def destroy_process_group() -> None:
+    """Leave the process group at once (after an error: the others may be gone)."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()

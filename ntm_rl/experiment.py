@@ -252,6 +252,8 @@ def _train_in(run: RunDirectory, config: ExperimentConfig, resuming: bool, devic
         model.learn(max(config.total_timesteps - model.num_timesteps, 0), callback=callbacks,
                     log_interval=config.logging.log_interval, reset_num_timesteps=not resumed_at)  # fmt: skip
         save_checkpoint(run, model, config)
+        if processes > 1:
+            distributed.leave_process_group()  # the last collective: rank 0 finishes the run alone
         if not writer:
             return {}
         run.save_final(model, config)
