@@ -3,6 +3,7 @@ evaluation, inspection. The run directory a run writes is :mod:`ntm_rl.runs`'s."
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -172,9 +173,7 @@ def _train_distributed(config: ExperimentConfig | None, runs_root: str | Path, r
         device = distributed.process_device(resolve_device(device or config.device))
         if config.torch_threads is not None:
             torch.set_num_threads(config.torch_threads)
-        if distributed.rank() != 0:
-            return run, _train_in(run, config, resume is not None, device, wandb)
-        with RunLock(run.lock_file):
+        with RunLock(run.lock_file) if distributed.rank() == 0 else contextlib.nullcontext():  # rank 0 writes
             return run, _train_in(run, config, resume is not None, device, wandb)
     finally:
         distributed.destroy_process_group()

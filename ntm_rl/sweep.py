@@ -92,15 +92,10 @@ def run_sweep(config_path: str | Path, grid: list[list[str]], seeds: list[int], 
     results, started = [], time.perf_counter()
     context = multiprocessing.get_context("spawn")  # a fresh interpreter per worker: no forked torch threads
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        futures = {
-            pool.submit(
-                _train_one, str(config_path), [*overrides, f"seed={seed}"], str(runs_root), threads, list(gym_packages)
-            ): (
-                overrides,
-                seed,
-            )
-            for overrides, seed in cells
-        }
+        futures = {}
+        for overrides, seed in cells:
+            arguments = (str(config_path), [*overrides, f"seed={seed}"], str(runs_root), threads, list(gym_packages))
+            futures[pool.submit(_train_one, *arguments)] = (overrides, seed)
         for future in as_completed(futures):
             overrides, seed = futures[future]
             try:
