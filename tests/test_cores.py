@@ -19,6 +19,7 @@ CORE_FACTORIES = {
     "ntm-gru": lambda: small_ntm(controller="gru", num_read_heads=2, num_write_heads=2, shift_range=2),
     "ntm-mlp-learned": lambda: small_ntm(controller="mlp", memory_init="learned", num_read_heads=3),
     "ntm-random": lambda: small_ntm(memory_init="random", clip=None),
+    "ntm-ring": lambda: small_ntm(shift_init=1, read_init="diffuse"),
     "lstm": lambda: LSTMCore(INPUT_DIM, 16),
     "gru": lambda: GRUCore(INPUT_DIM, 16),
 }
@@ -192,6 +193,52 @@ def test_ntm_initial_memory_modes():
     torch.testing.assert_close(memory, random.initial_state(2).memory)  # fixed, not redrawn
 
 
+def test_shift_init_walks_every_head_a_row_a_step_and_diffuse_read_heads_start_even():
+    torch.manual_seed(0)
+    core = small_ntm(shift_init=1, read_init="diffuse", num_read_heads=2)
+    state = core.initial_state(3)
+    torch.testing.assert_close(state.weights[:, :2], torch.full((3, 2, 12), 1 / 12))
+    assert (state.weights[:, 2].argmax(-1) == 0).all() and state.weights[:, 2, 0].min() > 0.9
+    traces = []
+    core.tracer = traces.append
+    core(torch.randn(5, 3, INPUT_DIM), state)
+    for t, trace in enumerate(traces):
+        assert trace.shift[..., 2].min() > 0.8  # offset +1 (index S + 1)
+        assert (trace.write_weights[:, 0].argmax(-1) == t + 1).all()
+    plain = small_ntm()
+    plain_traces = []
+    plain.tracer = plain_traces.append
+    plain(torch.randn(5, 3, INPUT_DIM), plain.initial_state(3))
+    assert plain_traces[0].shift[..., 2].max() < 0.6
+
+
+def test_a_ring_buffer_initialisation_learns_a_delayed_recall_the_default_does_not(one_torch_thread):
+    """Supervised repeat-previous at delay 4 (answer the symbol of 4 steps earlier) for 150 updates:
+    heads that start walking a row a step, with read heads spread over the rows, learn it; heads that
+    start together on row 0 stay near the half that the current input and the controller give."""
+
+    def accuracy(**kwargs) -> float:
+        torch.manual_seed(0)
+        core = NTMCore(4, controller_size=16, memory_size=8, word_size=4, **kwargs)
+        readout = torch.nn.Linear(core.output_dim, 4)
+        optimizer = torch.optim.Adam([*core.parameters(), *readout.parameters()], lr=3e-3)
+        generator = torch.Generator().manual_seed(0)
+        delay, steps, batch, correct = 4, 12, 32, []
+        for _ in range(150):
+            symbols = torch.randint(0, 4, (steps, batch), generator=generator)
+            ys, _ = core(torch.nn.functional.one_hot(symbols, 4).float(), core.initial_state(batch))
+            logits, labels = readout(ys[delay:]), symbols[:-delay]
+            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, 4), labels.reshape(-1))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            correct.append((logits.argmax(-1) == labels).float().mean().item())
+        return sum(correct[-10:]) / 10
+
+    ring, plain = accuracy(shift_init=1, read_init="diffuse"), accuracy()
+    assert ring > 0.75 and plain < 0.65, (ring, plain)
+
+
 def test_gradients_reach_learned_initial_parameters():
     torch.manual_seed(0)
     core = small_ntm(memory_init="learned")
@@ -275,6 +322,8 @@ def test_core_by_name():
         ({"controller": "transformer"}, "controller must be 'lstm', 'gru' or 'mlp'"),
         ({"memory_init": "zeros"}, "memory_init must be 'constant', 'learned' or 'random'"),
         ({"clip": 0.0}, "clip must be positive or None"),
+        ({"shift_init": 2}, r"shift_init must be an offset in -shift_range..shift_range \(-1..1\) or None, got 2"),
+        ({"read_init": "spread"}, "read_init must be 'focused' or 'diffuse', got 'spread'"),
     ],
 )
 def test_ntm_rejects_bad_arguments_with_a_clear_message(kwargs, message):

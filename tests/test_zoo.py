@@ -36,16 +36,6 @@ RUN_NAME = "ntm_rl-RepeatPrevious-v0"  # rl-zoo3 names folders and files after t
 TINY = ["-params", "n_envs:2", "n_steps:32", "--num-threads", "1", "--seed", "0"]
 
 
-@pytest.fixture
-def one_torch_thread():
-    """Build agents on one torch thread: on two busy cores, the orthogonal initialisation of a
-    64x64 layer took 1,500 times as long with two threads as with one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def zoo(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     """``python -m ntm_rl.zoo <args>`` in ``cwd``."""
     result = subprocess.run([sys.executable, "-m", "ntm_rl.zoo", *args], cwd=cwd, capture_output=True, text=True,
