@@ -68,6 +68,11 @@ class RecurrentActorCriticPolicy(BasePolicy):
         ``enable_critic_lstm``) a second core of the same kind for the critic. A shared core also
         takes the value loss, whose scale grows with the returns: at gamma 0.99 on tasks with a
         reward at every step it drowned the policy's gradient and the agents stayed at chance.
+    :param compile_core: compile each core's step with ``torch.compile``
+        (:meth:`~ntm_rl.cores.MemoryCore.compile_step`). It pays on an NTM, whose step is many small
+        operations (README, memory ladders: the agent's env steps/s with and without), after a
+        compilation of about a minute at the start; the LSTM and GRU unroll training sequences in
+        one fused call and gain little.
     """
 
     def __init__(
@@ -88,6 +93,7 @@ class RecurrentActorCriticPolicy(BasePolicy):
         core: str = "ntm",
         core_kwargs: dict[str, Any] | None = None,
         shared_core: bool = False,
+        compile_core: bool = False,
     ):
         if use_sde:
             raise ValueError("use_sde=True is not supported by recurrent ntm-rl policies; use use_sde=False.")
@@ -109,11 +115,16 @@ class RecurrentActorCriticPolicy(BasePolicy):
         self.net_arch = [] if net_arch is None else net_arch
         self.activation_fn, self.ortho_init, self.log_std_init = activation_fn, ortho_init, log_std_init
         self.core_name, self.core_kwargs, self.shared_core = core, dict(core_kwargs or {}), shared_core
+        self.compile_core = compile_core
 
         self.features_extractor = self.make_features_extractor()
         features_dim = self.features_extractor.features_dim
         self.core: MemoryCore = make_core(core, features_dim, **self.core_kwargs)
         self.critic_core: MemoryCore | None = None if shared_core else make_core(core, features_dim, **self.core_kwargs)
+        if compile_core:
+            for memory_core in (self.core, self.critic_core):
+                if memory_core is not None:
+                    memory_core.compile_step()
         self.mlp_extractor = MlpExtractor(self.core.output_dim, self.net_arch, activation_fn, self.device)
         self.action_dist: Distribution = make_proba_distribution(action_space)
         if isinstance(action_space, spaces.Box):
@@ -145,6 +156,7 @@ class RecurrentActorCriticPolicy(BasePolicy):
             core=self.core_name,
             core_kwargs=self.core_kwargs,
             shared_core=self.shared_core,
+            compile_core=self.compile_core,
         )
         return data
 

@@ -157,6 +157,17 @@ def test_save_then_load_gives_identical_deterministic_actions(algo, core, tmp_pa
     np.testing.assert_array_equal(first, second)
 
 
+def test_compile_core_compiles_both_cores_and_survives_save_and_load(tmp_path):
+    # (torch.compile is lazy: building and saving compiles nothing; the compiled step's outputs and
+    # gradients are tested against eager ones in test_cores.py)
+    model = small_agent(TorchVecEnvToSB3(TMaze(2, corridor_length=3)), policy_kwargs=dict(compile_core=True))
+    model.save(tmp_path / "model")
+    for policy in (model.policy, RecurrentPPO.load(tmp_path / "model", device="cpu").policy):
+        assert policy.compile_core
+        assert all("_step" in vars(core) for core in (policy.core, policy.critic_core))
+    assert "_step" not in vars(small_agent(TorchVecEnvToSB3(TMaze(2, corridor_length=3))).policy.core)
+
+
 def test_load_onto_cpu_from_another_device_string(tmp_path):
     model = small_agent(TorchVecEnvToSB3(TMaze(2, corridor_length=3)), device="cpu")
     model.save(tmp_path / "model")
