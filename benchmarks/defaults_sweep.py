@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -32,16 +32,16 @@ from ntm_rl.agents import RecurrentA2C, RecurrentPPO
 from ntm_rl.envs import Copy, CountRecall, RepeatFirst, RepeatPrevious, TMaze
 from ntm_rl.vec import TorchVecEnv, TorchVecEnvToSB3
 
-TASKS: dict[str, tuple[Callable[[int], TorchVecEnv], int, int]] = {
+TASKS: dict[str, tuple[partial[TorchVecEnv], int, int]] = {
     # name: (env of n envs, n_steps, training steps); the per-step probes as configs/ has them
-    "repeat_previous": (lambda n: RepeatPrevious(n, num_symbols=4, delay=3, length=32), 128, 200_000),
-    "repeat_first": (lambda n: RepeatFirst(n, num_symbols=4, length=16), 128, 100_000),
-    "copy": (lambda n: Copy(n, num_symbols=4, length=5), 128, 500_000),
-    "count_recall": (lambda n: CountRecall(n, num_symbols=4, length=16, max_count=8), 128, 300_000),
-    "tmaze_100": (lambda n: TMaze(n, corridor_length=100), 256, 500_000),  # a cue, 100 blank steps, a query
+    "repeat_previous": (partial(RepeatPrevious, num_symbols=4, delay=3, length=32), 128, 200_000),
+    "repeat_first": (partial(RepeatFirst, num_symbols=4, length=16), 128, 100_000),
+    "copy": (partial(Copy, num_symbols=4, length=5), 128, 500_000),
+    "count_recall": (partial(CountRecall, num_symbols=4, length=16, max_count=8), 128, 300_000),
+    "tmaze_100": (partial(TMaze, corridor_length=100), 256, 500_000),  # a cue, 100 blank steps, a query
     # 1,001-step episodes, two to a rollout: every cue lies in the rollout of its junction, so its
     # gradient path is never cut at a rollout boundary
-    "tmaze_1000": (lambda n: TMaze(n, corridor_length=1000), 2002, 2_000_000),
+    "tmaze_1000": (partial(TMaze, corridor_length=1000), 2002, 2_000_000),
 }
 
 

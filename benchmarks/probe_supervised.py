@@ -11,6 +11,8 @@ budget, not the RL, is what stops the agent. Prints the curve and the env steps 
 
     python benchmarks/probe_supervised.py --task count_recall
     python benchmarks/probe_supervised.py --task count_recall --core-kwargs '{"hidden_size": 48}'
+    python benchmarks/probe_supervised.py --task repeat_previous --env-kwargs '{"delay": 8, "length": 24}' \
+        --core ntm --core-kwargs '{"controller_size": 32, "memory_size": 32, "word_size": 8, "shift_init": 1, "read_init": "diffuse"}'
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -62,6 +65,7 @@ def main() -> None:
     parser.add_argument("--task", default="count_recall", choices=PER_STEP_TASKS)
     parser.add_argument("--core", default="gru", choices=["ntm", "lstm", "gru"])
     parser.add_argument("--core-kwargs", type=json.loads, default={}, help="JSON keywords of the core")
+    parser.add_argument("--env-kwargs", type=json.loads, default={}, help="JSON keywords of the probe")
     parser.add_argument("--steps", type=int, help="env steps to train on (default: 4x the sweep's budget)")
     parser.add_argument("--eval-every", type=int, help="env steps between evaluations (default: steps / 16)")
     parser.add_argument("--lr", type=float, default=1e-3)
@@ -71,6 +75,7 @@ def main() -> None:
     torch.manual_seed(args.seed)
 
     make_env, _, budget = TASKS[args.task]
+    make_env = partial(make_env, **args.env_kwargs)
     steps = args.steps or 4 * budget
     eval_every = args.eval_every or steps // 16
     env, test_env = make_env(N_ENVS), make_env(256)
@@ -78,8 +83,8 @@ def main() -> None:
     env.reset(seed=args.seed)
     model = SequenceModel(make_core(args.core, env.observation_space.shape[0], **args.core_kwargs), env.action_space.n)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
-    print(f"{args.task}, {args.core} {args.core_kwargs}, 16 episodes a batch, Adam lr {args.lr}, 1 torch thread; "
-          f"the sweep's RL budget: {budget:,} env steps")  # fmt: skip
+    print(f"{args.task} {make_env.keywords}, {args.core} {args.core_kwargs}, 16 episodes a batch, Adam lr {args.lr}, "
+          f"1 torch thread; the sweep's RL budget: {budget:,} env steps")  # fmt: skip
     seen, next_eval, reached, start = 0, eval_every, None, time.perf_counter()
     while seen < steps:
         observations, labels, scored = labelled_episodes(env)
