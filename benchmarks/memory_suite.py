@@ -4,10 +4,10 @@ A *ladder* raises one task's memory demand rung by rung; a *rung* is a registere
 keyword arguments, a budget of env steps and a rollout length. Every cell (ladder, rung, core,
 seed) is an ordinary ``ntm-rl train`` run: the ladder's base config from ``configs/`` with the
 rung's env, budget and ``n_steps`` and the core at the suite's size (about equal parameter counts,
-within 8% of each other on every ladder: an NTM with a 32-unit LSTM controller and 32x8 memory whose
-heads start as a ring buffer, LSTM-40, GRU-48; ``--cores ntm_focused`` adds the NTM as the shipped
-configs have it, 16 rows, all heads starting on row 0), in a run directory of its own under ``<out>/runs/``, so that ``ntm-rl eval`` and
-``ntm-rl inspect`` open any cell. Every other setting is the base config's (the library defaults
+within 8% of each other on every ladder: an NTM with a 32-unit LSTM controller and 32x8 memory
+whose heads start as a ring buffer, LSTM-40, GRU-48; ``--cores ntm_focused`` adds the NTM as the
+shipped configs have it, 16 rows, all heads starting on row 0), in a run directory of its own
+under ``<out>/runs/``, so that ``ntm-rl eval`` and ``ntm-rl inspect`` open any cell. Every other setting is the base config's (the library defaults
 for the probes, gamma 0.99).
 
 Each cell's final deterministic evaluation is normalised (optimal 1, random actions 0) and its
