@@ -442,9 +442,10 @@ def main() -> None:
                   budget=min(step.budget, LADDERS[ladder].quick_budget) if args.quick else step.budget)
              for ladder in args.ladders for step in LADDERS[ladder].rungs[:rungs] for core in args.cores
              for seed in seeds]  # fmt: skip
-    # an NTM cell takes about four times as long as an LSTM or GRU cell of the same budget (3-7x in --quick)
+    # compiled, an NTM cell takes 2-2.6x as long as an LSTM or GRU cell of the same budget (more in
+    # --quick, where the minute or so of compiling is a larger share)
     results = run_cells(run_cell, cells, out / "cells.jsonl", args.workers, fields=("ladder", "rung", "core", "seed", "budget"),
-                        cost=lambda cell: cell["budget"] * (4 if CORES[cell["core"]][0] == "ntm" else 1))  # fmt: skip
+                        cost=lambda cell: cell["budget"] * (2.5 if CORES[cell["core"]][0] == "ntm" else 1))  # fmt: skip
     print("\n" + write_report(results, args.ladders, args.cores, out))
     print(f"results.csv, results.md and plots in {out}")
 
