@@ -7,8 +7,8 @@ rung's env, budget and ``n_steps`` and the core at the suite's size (about equal
 within 8% of each other on every ladder: an NTM with a 32-unit LSTM controller and 32x8 memory
 whose heads start as a ring buffer, LSTM-40, GRU-48; ``--cores ntm_focused`` adds the NTM as the
 shipped configs have it, 16 rows, all heads starting on row 0), in a run directory of its own
-under ``<out>/runs/``, so that ``ntm-rl eval`` and ``ntm-rl inspect`` open any cell. Every other setting is the base config's (the library defaults
-for the probes, gamma 0.99).
+under ``<out>/runs/``, so that ``ntm-rl eval`` and ``ntm-rl inspect`` open any cell. Every other
+setting is the base config's (the library defaults for the probes, gamma 0.99).
 
 Each cell's final deterministic evaluation is normalised (optimal 1, random actions 0) and its
 learning curve (the mean return of the last 100 training episodes) gives the env steps to a
