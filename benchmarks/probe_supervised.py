@@ -1,7 +1,8 @@
-"""How many env steps a core needs on a per-step probe when every answer is given (supervised).
+"""How many env steps a core needs on a probe when every answer is given (supervised).
 
-The per-step probes of ``defaults_sweep.py`` (repeat-previous, repeat-first, copy, counting) with
-the oracle's action as the label at every scored step: a core and a linear read-out
+The per-step probes of ``defaults_sweep.py`` (repeat-previous, repeat-first, copy, counting) and
+associative recall as the memory suite's first rung has it (3 pairs, 16 symbols) with the oracle's
+action as the label at every scored step: a core and a linear read-out
 (``algorithmic.SequenceModel``) trained by cross-entropy on fresh episodes, 16 at a time as the
 sweep's 16 envs give them, Adam at the library's learning rate (1e-3). After every ``--eval-every``
 env steps it scores its greedy answers on 256 held-out episodes, normalised like the sweep (optimum
@@ -13,6 +14,7 @@ budget, not the RL, is what stops the agent. Prints the curve and the env steps 
     python benchmarks/probe_supervised.py --task count_recall --core-kwargs '{"hidden_size": 48}'
     python benchmarks/probe_supervised.py --task repeat_previous --env-kwargs '{"delay": 8, "length": 24}' \
         --core ntm --core-kwargs '{"controller_size": 32, "memory_size": 32, "word_size": 8, "shift_init": 1, "read_init": "diffuse"}'
+    python benchmarks/probe_supervised.py --task associative_recall --steps 4000000 --core-kwargs '{"hidden_size": 48}'
 """
 
 from __future__ import annotations
@@ -28,9 +30,15 @@ from algorithmic import SequenceModel  # the sibling modules
 from defaults_sweep import N_ENVS, TASKS, normalised_return
 
 from ntm_rl.cores import make_core
+from ntm_rl.envs import AssociativeRecall
 from ntm_rl.vec import TorchVecEnv
 
-PER_STEP_TASKS = ["repeat_previous", "repeat_first", "copy", "count_recall"]
+SUPERVISED_TASKS: dict[str, tuple[partial[TorchVecEnv], int]] = {
+    # name: (env of n envs, the RL budget it is compared with)
+    **{name: (TASKS[name][0], TASKS[name][2]) for name in ["repeat_previous", "repeat_first", "copy", "count_recall"]},
+    # one answer an episode, at its query step; memory_suite.py's first rung and budget
+    "associative_recall": (partial(AssociativeRecall, num_pairs=3, num_symbols=16), 500_000),
+}
 
 
 def labelled_episodes(env: TorchVecEnv, seed: int | None = None) -> tuple[torch.Tensor, ...]:
@@ -62,11 +70,11 @@ def normalised_score(model: SequenceModel, episodes: tuple[torch.Tensor, ...], e
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--task", default="count_recall", choices=PER_STEP_TASKS)
+    parser.add_argument("--task", default="count_recall", choices=list(SUPERVISED_TASKS))
     parser.add_argument("--core", default="gru", choices=["ntm", "lstm", "gru"])
     parser.add_argument("--core-kwargs", type=json.loads, default={}, help="JSON keywords of the core")
     parser.add_argument("--env-kwargs", type=json.loads, default={}, help="JSON keywords of the probe")
-    parser.add_argument("--steps", type=int, help="env steps to train on (default: 4x the sweep's budget)")
+    parser.add_argument("--steps", type=int, help="env steps to train on (default: 4x the task's RL budget)")
     parser.add_argument("--eval-every", type=int, help="env steps between evaluations (default: steps / 16)")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
@@ -74,7 +82,7 @@ def main() -> None:
     torch.set_num_threads(1)
     torch.manual_seed(args.seed)
 
-    make_env, _, budget = TASKS[args.task]
+    make_env, budget = SUPERVISED_TASKS[args.task]
     make_env = partial(make_env, **args.env_kwargs)
     steps = args.steps or 4 * budget
     eval_every = args.eval_every or steps // 16
@@ -84,7 +92,7 @@ def main() -> None:
     model = SequenceModel(make_core(args.core, env.observation_space.shape[0], **args.core_kwargs), env.action_space.n)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     print(f"{args.task} {make_env.keywords}, {args.core} {args.core_kwargs}, 16 episodes a batch, Adam lr {args.lr}, "
-          f"1 torch thread; the sweep's RL budget: {budget:,} env steps")  # fmt: skip
+          f"1 torch thread; the RL budget: {budget:,} env steps")  # fmt: skip
     seen, next_eval, reached, start = 0, eval_every, None, time.perf_counter()
     while seen < steps:
         observations, labels, scored = labelled_episodes(env)
@@ -101,7 +109,7 @@ def main() -> None:
                 reached = seen
             print(f"{seen:>10,} env steps: loss {loss.item():.3f}, normalised score {score:.3f} "
                   f"({time.perf_counter() - start:.0f} s)")  # fmt: skip
-    print(f"env steps to 0.9: {'never' if reached is None else f'{reached:,}'} (the sweep's RL budget: {budget:,})")
+    print(f"env steps to 0.9: {'never' if reached is None else f'{reached:,}'} (the RL budget: {budget:,})")
 
 
 if __name__ == "__main__":
