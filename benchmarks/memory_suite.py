@@ -27,6 +27,7 @@ normalised 0.9. The suite writes, in ``--out``:
     python benchmarks/memory_suite.py --workers 2              # every ladder, 3 seeds, the full budgets
     python benchmarks/memory_suite.py --ladders tmaze repeat_previous --cores ntm gru --seeds 0 1 2 3 4
     python benchmarks/memory_suite.py --ladders repeat_previous --cores ntm ntm_focused lstm gru --speed 16384
+    python benchmarks/memory_suite.py --report --cores ntm gru   # every stored cell's results, after runs in parts
 
 Cells run in ``--workers`` processes of one torch thread each; time both sides of a comparison
 under the same load.
@@ -176,6 +177,24 @@ def _slug(text: str) -> str:
 
 def rung_of(ladder: str, rung: str) -> Rung:
     return next(r for r in LADDERS[ladder].rungs if r.name == rung)
+
+
+def cell_budget(ladder: str, step: Rung, quick: bool) -> int:
+    """A cell's env steps: the rung's budget, capped at the ladder's quick budget in ``--quick``."""
+    return min(step.budget, LADDERS[ladder].quick_budget) if quick else step.budget
+
+
+def stored_results(out: Path, ladders: list[str], cores: list[str], quick: bool) -> list[dict]:
+    """Every cell stored in ``out/cells.jsonl`` of these ladders and cores and of the run's budgets
+    (full or ``--quick``), whichever rungs and seeds it holds."""
+    store = out / "cells.jsonl"
+    if not store.exists():
+        raise SystemExit(f"--report: {store} does not exist; run the suite with --out {out} first.")
+    rungs = {
+        (ladder, step.name): cell_budget(ladder, step, quick) for ladder in ladders for step in LADDERS[ladder].rungs
+    }
+    results = [json.loads(line) for line in store.read_text().splitlines()]
+    return [r for r in results if rungs.get((r["ladder"], r["rung"])) == r["budget"] and r["core"] in cores]
 
 
 def cell_config(ladder: str, rung: str, core: str, seed: int, budget: int) -> dict:
@@ -423,6 +442,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="each ladder's first two rungs, seed 0, 25-40k steps (18 min with --workers 2 on 2 cores)")  # fmt: skip
     parser.add_argument("--workers", type=int, default=1, help="processes, one torch thread each")
     parser.add_argument("--speed", type=int, metavar="STEPS", help="train nothing: time each core on the first ladder's first rung, eager and compiled, STEPS env steps each")  # fmt: skip
+    parser.add_argument("--report", action="store_true", help="train nothing: write the results and plots of every cell of --ladders and --cores stored in --out, any rung and seed (of --quick's budgets with --quick)")  # fmt: skip
     parser.add_argument("--out", type=Path, default=None, help="default: runs/memory_suite (runs/memory_suite_quick with --quick)")  # fmt: skip
     args = parser.parse_args()
     if args.workers < 1 or (args.rungs is not None and args.rungs < 1):
@@ -438,8 +458,12 @@ def main() -> None:
                 print(f"{core:12s} time per env step against the GRU's: eager {fps['gru', False] / fps[core, False]:.2f}x, "
                       f"compiled {fps['gru', True] / fps[core, True]:.2f}x (each against the GRU built alike)")  # fmt: skip
         return
+    if args.report:
+        print(write_report(stored_results(out, args.ladders, args.cores, args.quick), args.ladders, args.cores, out))
+        print(f"results.csv, results.md and plots in {out}")
+        return
     cells = [dict(ladder=ladder, rung=step.name, core=core, seed=seed, out=str(out),
-                  budget=min(step.budget, LADDERS[ladder].quick_budget) if args.quick else step.budget)
+                  budget=cell_budget(ladder, step, args.quick))
              for ladder in args.ladders for step in LADDERS[ladder].rungs[:rungs] for core in args.cores
              for seed in seeds]  # fmt: skip
     # compiled, an NTM cell takes 2-2.6x as long as an LSTM or GRU cell of the same budget (more in
