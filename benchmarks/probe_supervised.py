@@ -14,7 +14,7 @@ budget, not the RL, is what stops the agent. Prints the curve and the env steps 
     python benchmarks/probe_supervised.py --task count_recall --core-kwargs '{"hidden_size": 48}'
     python benchmarks/probe_supervised.py --task repeat_previous --env-kwargs '{"delay": 8, "length": 24}' \
         --core ntm --core-kwargs '{"controller_size": 32, "memory_size": 32, "word_size": 8, "shift_init": 1, "read_init": "diffuse"}'
-    python benchmarks/probe_supervised.py --task associative_recall --steps 4000000 --core-kwargs '{"hidden_size": 48}'
+    python benchmarks/probe_supervised.py --task associative_recall --steps 6000000 --seed 1 --core-kwargs '{"hidden_size": 48}'
 """
 
 from __future__ import annotations
