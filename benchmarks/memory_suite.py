@@ -194,7 +194,13 @@ def stored_results(out: Path, ladders: list[str], cores: list[str], quick: bool)
         (ladder, step.name): cell_budget(ladder, step, quick) for ladder in ladders for step in LADDERS[ladder].rungs
     }
     results = [json.loads(line) for line in store.read_text().splitlines()]
-    return [r for r in results if rungs.get((r["ladder"], r["rung"])) == r["budget"] and r["core"] in cores]
+    results = [r for r in results if rungs.get((r["ladder"], r["rung"])) == r["budget"] and r["core"] in cores]
+    if not results:
+        raise SystemExit(
+            f"--report: {store} holds no cell of ladders {' '.join(ladders)} and cores {' '.join(cores)} at the "
+            f"{'--quick' if quick else 'full'} budgets; pass the --cores (and --quick) the cells were run with."
+        )
+    return results
 
 
 def cell_config(ladder: str, rung: str, core: str, seed: int, budget: int) -> dict:
