@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from algorithmic import SequenceModel  # the sibling modules
 from defaults_sweep import N_ENVS, TASKS, normalised_return
+from memory_suite import LADDERS
 
 from ntm_rl.cores import make_core
 from ntm_rl.envs import AssociativeRecall
@@ -36,8 +37,11 @@ from ntm_rl.vec import TorchVecEnv
 SUPERVISED_TASKS: dict[str, tuple[partial[TorchVecEnv], int]] = {
     # name: (env of n envs, the RL budget it is compared with)
     **{name: (TASKS[name][0], TASKS[name][2]) for name in ["repeat_previous", "repeat_first", "copy", "count_recall"]},
-    # one answer an episode, at its query step; memory_suite.py's first rung and budget
-    "associative_recall": (partial(AssociativeRecall, num_pairs=3, num_symbols=16), 500_000),
+    # one answer an episode, at its query step; the memory suite's first rung and its budget
+    "associative_recall": (
+        partial(AssociativeRecall, **LADDERS["associative_recall"].rungs[0].env_kwargs),
+        LADDERS["associative_recall"].rungs[0].budget,
+    ),
 }
 
 
